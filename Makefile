@@ -1,0 +1,40 @@
+# Veritas — quick start: `make demo`, then `make test`.
+# Each target sets up what is missing (.venv, the package, redis-server) and then runs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BUILD  ?= build
+# Re-install when pyproject.toml changes.
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup redis lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# redis-server is needed by the job queue and its tests; installed through apt when absent.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+demo: setup redis
+	@mkdir -p $(BUILD)
+	$(VENV)/bin/veritas sample $(BUILD)/sample.mp4
+	$(VENV)/bin/veritas run $(BUILD)/sample.mp4 --out $(BUILD)/demo.jsonl --annotate $(BUILD)/demo.mp4
+
+test: setup redis
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check engine kernels training benchmarks tests
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

@@ -1,0 +1,3 @@
+"""Veritas online engine: sources, models, XAI, the detection pipeline, sinks and the CLI."""
+
+__version__ = "0.1.0"

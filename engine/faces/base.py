@@ -1,0 +1,107 @@
+"""Face detectors: the interface, and a registry of implementations.
+
+A face detector takes a batch of frames (uint8, NHWC, RGB, padded to the largest
+frame of the batch, with each frame's true ``(height, width)`` in ``sizes``) and
+returns, per frame, a float tensor ``(k, 5)`` of boxes ``x1, y1, x2, y2, score`` in
+that frame's pixel coordinates, best first, at most ``max_faces`` of them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.errors import UnknownModelError
+
+
+@dataclass(frozen=True)
+class FaceDetectorCfg:
+    name: str
+    weights_format: str | None = None
+    """``veritas convert-weights --format`` for its published checkpoint, if any."""
+    published: str = ""
+    batched: bool = False
+    """True: one network pass per batch, on any device. False: per frame, on the CPU."""
+    tiny: bool = False
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    score_threshold: float = 0.5
+    """Drop detections scoring below this (detectors without scores report 1.0)."""
+    min_face_size: int = 24
+    """Drop faces whose shorter side is below this many pixels."""
+    max_faces: int = 8
+    """Keep at most this many faces per frame (highest scores first)."""
+
+
+class FaceDetector(ABC):
+    cfg: FaceDetectorCfg
+    weights_status: str = "untrained"
+    device: torch.device = torch.device("cpu")
+
+    def __init__(self, settings: DetectionSettings | None = None) -> None:
+        self.settings = settings or DetectionSettings()
+
+    @abstractmethod
+    def detect(self, frames: torch.Tensor, sizes: torch.Tensor) -> list[torch.Tensor]:
+        """Boxes per frame: a list of ``(k, 5)`` float32 CPU tensors."""
+
+    def to(self, device: torch.device | str) -> FaceDetector:
+        self.device = torch.device(device)
+        return self
+
+    def _finish(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Apply the settings' score, size and count limits to ``(k, 5)`` boxes."""
+        s = self.settings
+        if boxes.numel() == 0:
+            return boxes.reshape(0, 5).float()
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        keep = (boxes[:, 4] >= s.score_threshold) & (torch.minimum(w, h) >= s.min_face_size)
+        boxes = boxes[keep]
+        order = boxes[:, 4].argsort(descending=True)[: s.max_faces]
+        return boxes[order].float().cpu()
+
+
+Factory = Callable[..., FaceDetector]
+_REGISTRY: dict[str, tuple[Factory, FaceDetectorCfg]] = {}
+
+
+def register_face_detector(cfg: FaceDetectorCfg) -> Callable[[Factory], Factory]:
+    def wrap(factory: Factory) -> Factory:
+        if cfg.name in _REGISTRY:
+            raise ValueError(f"face detector {cfg.name!r} is registered twice")
+        _REGISTRY[cfg.name] = (factory, cfg)
+        return factory
+
+    return wrap
+
+
+def list_face_detectors(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def face_detector_cfg(name: str) -> FaceDetectorCfg:
+    if name not in _REGISTRY:
+        raise UnknownModelError(name, "face detector", list_face_detectors())
+    return _REGISTRY[name][1]
+
+
+def create_face_detector(
+    name: str,
+    weights: str | Path | None = None,
+    settings: DetectionSettings | None = None,
+    device: torch.device | str = "cpu",
+    **kwargs: object,
+) -> FaceDetector:
+    cfg = face_detector_cfg(name)
+    factory, _ = _REGISTRY[name]
+    detector = factory(weights=weights, settings=settings, **kwargs)
+    detector.cfg = cfg
+    return detector.to(device)

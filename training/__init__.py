@@ -1,0 +1,1 @@
+"""Offline path: adversarial attacks, dataset building, Detect-ResNet50 finetuning, evaluation."""
