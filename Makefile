@@ -28,7 +28,8 @@ redis:
 demo: setup redis
 	@mkdir -p $(BUILD)
 	$(VENV)/bin/veritas sample $(BUILD)/sample.mp4
-	$(VENV)/bin/veritas run $(BUILD)/sample.mp4 --out $(BUILD)/demo.jsonl --annotate $(BUILD)/demo.mp4
+	$(VENV)/bin/veritas run $(BUILD)/sample.mp4 --config engine/configs/demo.toml \
+	  --out $(BUILD)/demo.jsonl --annotate $(BUILD)/demo.mp4
 
 test: setup redis
 	$(PY) -m pytest -q

@@ -74,6 +74,27 @@ class FrameTooLargeError(SourceError):
         )
 
 
+class UnsupportedSourceError(SourceError):
+    def __init__(self, source: str, scheme: str, known: list[str]) -> None:
+        self.scheme = scheme
+        choices = ", ".join(f"{k}://" for k in known) or "none yet"
+        super().__init__(
+            source,
+            f"{scheme}:// sources are not supported",
+            f"give a video file, an image or a folder of images (URL schemes: {choices})",
+        )
+
+
+class UnreadableImageError(SourceError):
+    def __init__(self, source: str, path: str, frame_index: int, detail: str) -> None:
+        self.path, self.frame_index = path, frame_index
+        super().__init__(
+            source,
+            f"image {path} (frame {frame_index}) cannot be read ({detail})",
+            "records before it were kept; fix or remove that file to process the rest",
+        )
+
+
 class SourceTooLongError(SourceError):
     def __init__(self, source: str, seconds: float, max_seconds: float) -> None:
         super().__init__(

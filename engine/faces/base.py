@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UnknownModelError
+from engine.errors import ConfigError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class DetectionSettings:
     """Drop faces whose shorter side is below this many pixels."""
     max_faces: int = 8
     """Keep at most this many faces per frame (highest scores first)."""
+
+    def __post_init__(self) -> None:
+        for key, value, low, high in (
+            ("faces.score_threshold", self.score_threshold, 0.0, 1.0),
+            ("faces.min_face_size", self.min_face_size, 1, 100_000),
+            ("faces.max_faces", self.max_faces, 1, 1024),
+        ):
+            if not low <= value <= high:
+                raise ConfigError(key, value, f"a value from {low} to {high}")
 
 
 class FaceDetector(ABC):
@@ -102,6 +111,8 @@ def create_face_detector(
 ) -> FaceDetector:
     cfg = face_detector_cfg(name)
     factory, _ = _REGISTRY[name]
-    detector = factory(weights=weights, settings=settings, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # an untrained network is the same in every run
+        detector = factory(weights=weights, settings=settings, **kwargs)
     detector.cfg = cfg
     return detector.to(device)

@@ -36,8 +36,9 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize float NCHW images to ``size`` x ``size`` (bilinear, antialiased)."""
     if images.shape[-2:] == (size, size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def crop_faces(

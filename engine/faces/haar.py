@@ -14,7 +14,12 @@ import numpy as np
 import torch
 
 from engine.errors import WeightsError
-from engine.faces.base import DetectionSettings, FaceDetector, FaceDetectorCfg, register_face_detector
+from engine.faces.base import (
+    DetectionSettings,
+    FaceDetector,
+    FaceDetectorCfg,
+    register_face_detector,
+)
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -52,7 +57,9 @@ class HaarFaceDetector(FaceDetector):
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         min_size = max(1, int(self.settings.min_face_size * scale))
         found = self.cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            grey,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size),
         )
         if len(found) == 0:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import nn
 
 from engine.errors import UnknownModelError
@@ -93,16 +94,21 @@ def create_model(
     name: str,
     weights: str | Path | None = None,
     kind: ModelKind | None = None,
+    seed: int = 0,
     **kwargs: object,
 ) -> nn.Module:
     """Build a registered model in eval mode, loading ``weights`` (safetensors) if given.
 
     The returned module has ``cfg`` (its :class:`ModelCfg`) and ``weights_status``:
     ``"trained"`` when a complete weights file was loaded, else ``"untrained"``.
+    Random initialization uses ``seed`` (without touching the global RNG), so an
+    untrained model is the same in every run and every process.
     """
     cfg = model_cfg(name, kind)
     factory, _ = _REGISTRY[name]
-    model = factory(**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = factory(**kwargs)
     model.cfg = cfg
     model.weights_status = "untrained"
     if weights:

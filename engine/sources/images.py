@@ -1,0 +1,153 @@
+"""Still images as sources: a folder of images (one frame each) or a single image file.
+
+Images are decoded with OpenCV (``cv2.imdecode``, colour, EXIF orientation applied) and
+converted BGR → RGB; frames of one folder may differ in size.
+
+A folder's images are the files directly in it with an image extension
+(:data:`IMAGE_EXTENSIONS`, any case), in natural order (``frame2.png`` before
+``frame10.png``); other files, hidden files (``.DS_Store``, ``._frame1.png``) and
+subfolders are ignored. Image ``i`` gets ``pts = i / image_folder_fps``.
+
+An image that cannot be decoded stops the folder with
+:class:`~engine.errors.UnreadableImageError` naming that file, after the frames
+before it were yielded: a silently skipped image would leave a hole the user never
+hears about. Images the sampler skips are not decoded (only their header is read).
+
+Sizes are read from the image header (Pillow, no decoding) and refused over
+``max_frame_pixels`` before decoding; where Pillow cannot read the header (or refuses
+it as a decompression bomb, over ~179 M pixels) the check happens after decoding,
+which OpenCV bounds by its own limit of 2^30 pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Generator
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.errors import (
+    EmptySourceError,
+    NotAVideoError,
+    SourceError,
+    UnreadableImageError,
+)
+from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.settings import SourceSettings
+
+try:  # Pillow comes with scikit-image; it only speeds up the size check.
+    from PIL import Image
+except ImportError:  # pragma: no cover
+    Image = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+"""File extensions (lower case) read as images; everything else is read as video."""
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has an image extension (the file is not opened)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def natural_key(name: str) -> tuple[object, ...]:
+    """Sort key ordering digit runs by value: ``img2`` < ``img10``; ties by the name."""
+    parts = re.split(r"(\d+)", name)
+    return (tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name)
+
+
+class _ImageSequence(DecodingSource):
+    """Images read one per frame, in the order of :attr:`paths`."""
+
+    paths: list[Path]
+
+    def _declared_extent(self) -> tuple[int | None, float | None]:
+        return len(self.paths), len(self.paths) / self.settings.image_folder_fps
+
+    def _decode(self) -> Generator[DecodedFrame, None, None]:
+        fps = self.settings.image_folder_fps
+        for index, path in enumerate(self.paths):
+            size = _probe_size(path)
+            width, height = size if size is not None else (None, None)
+            yield DecodedFrame(index, index / fps, width, height, partial(self._read, index, path))
+
+    def _read(self, index: int, path: Path) -> np.ndarray:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as error:
+            raise self._unreadable(index, path, error.strerror or str(error)) from error
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if bgr is None:
+            raise self._unreadable(index, path, "OpenCV cannot decode it")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def _unreadable(self, index: int, path: Path, detail: str) -> SourceError:
+        return UnreadableImageError(self.name, str(path), index, detail)
+
+
+class ImageFolderSource(_ImageSequence):
+    """The images directly inside a folder, in natural order, one frame each.
+
+    Raises :class:`EmptySourceError` at construction when the folder holds no image.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        settings: SourceSettings | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name if name is not None else str(folder), settings or SourceSettings())
+        self.folder = Path(folder)
+        self.paths = sorted(
+            (
+                p
+                for p in self.folder.iterdir()
+                if is_image_path(p) and not p.name.startswith(".") and p.is_file()
+            ),
+            key=lambda p: natural_key(p.name),
+        )
+        if not self.paths:
+            raise EmptySourceError(
+                self.name, "no image files (" + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")"
+            )
+        self.nominal_fps = self.settings.image_folder_fps
+        log.info("%s: %d images at %g fps", self.name, len(self.paths), self.nominal_fps)
+
+
+class ImageFileSource(_ImageSequence):
+    """A single image: one frame, index 0, pts 0."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        settings: SourceSettings | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name if name is not None else str(path), settings or SourceSettings())
+        self.paths = [Path(path)]
+
+    def _unreadable(self, index: int, path: Path, detail: str) -> SourceError:
+        return NotAVideoError(self.name, detail)
+
+
+def _probe_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the image header, without decoding; None if unknown."""
+    if Image is None:  # pragma: no cover
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception as error:  # unknown to Pillow, or a bomb: OpenCV decides
+        log.debug("%s: no size from the header (%s)", path, error)
+        return None
+    return int(width), int(height)

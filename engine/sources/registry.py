@@ -1,0 +1,93 @@
+"""Opening a source from what the user typed: a path, or a URL with a registered scheme.
+
+:func:`open_source` picks the source type:
+
+* ``scheme://...`` → the opener registered for that scheme (``file://`` built in; live
+  feeds register theirs with :func:`register_scheme`), else UnsupportedSourceError;
+* an existing folder → :class:`~engine.sources.images.ImageFolderSource`;
+* a file with an image extension → :class:`~engine.sources.images.ImageFileSource`;
+* any other existing file → :class:`~engine.sources.video.VideoFileSource`;
+* a missing path → :class:`~engine.errors.InputNotFoundError`.
+
+    >>> @register_scheme("rtsp", "rtsps")
+    ... def open_rtsp(spec: str, settings: SourceSettings) -> Source:
+    ...     return LiveFeedSource(spec, settings)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from engine.errors import InputNotFoundError, UnsupportedSourceError
+from engine.sources.base import Source
+from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
+from engine.sources.settings import SourceSettings
+from engine.sources.video import VideoFileSource
+
+Opener = Callable[[str, SourceSettings], Source]
+"""``opener(spec, settings) -> Source`` for one URL scheme; ``spec`` is the whole URL."""
+
+_OPENERS: dict[str, Opener] = {}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def register_scheme(*schemes: str) -> Callable[[Opener], Opener]:
+    """Register ``opener`` for URLs ``scheme://...`` (schemes are case-insensitive)."""
+
+    def wrap(opener: Opener) -> Opener:
+        for scheme in schemes:
+            key = scheme.lower()
+            if key in _OPENERS:
+                raise ValueError(f"source scheme {key!r} is registered twice")
+            _OPENERS[key] = opener
+        return opener
+
+    return wrap
+
+
+def unregister_scheme(scheme: str) -> None:
+    """Remove the opener of ``scheme`` (for tests and plugins that unload)."""
+    _OPENERS.pop(scheme.lower(), None)
+
+
+def list_schemes() -> list[str]:
+    """The URL schemes :func:`open_source` accepts, sorted."""
+    return sorted(_OPENERS)
+
+
+def url_scheme(spec: str) -> str | None:
+    """``'rtsp'`` for ``'rtsp://host/x'``; None for paths (``C:\\x`` included)."""
+    match = _SCHEME.match(spec)
+    return match.group(1).lower() if match else None
+
+
+def open_source(spec: str, settings: SourceSettings | None = None) -> Source:
+    """Open the input ``spec`` (a path or URL) as a :class:`Source`; see the module doc."""
+    settings = settings or SourceSettings()
+    scheme = url_scheme(spec)
+    if scheme is not None:
+        opener = _OPENERS.get(scheme)
+        if opener is None:
+            raise UnsupportedSourceError(spec, scheme, list_schemes())
+        return opener(spec, settings)
+    return open_path(spec, settings)
+
+
+def open_path(spec: str, settings: SourceSettings, path: Path | None = None) -> Source:
+    """Open a local folder or file; ``spec`` names it in frames and errors."""
+    path = Path(spec) if path is None else path
+    if path.is_dir():
+        return ImageFolderSource(path, settings, name=spec)
+    if not path.exists():
+        raise InputNotFoundError(spec)
+    if is_image_path(path):
+        return ImageFileSource(path, settings, name=spec)
+    return VideoFileSource(path, settings, name=spec)
+
+
+@register_scheme("file")
+def _open_file_url(spec: str, settings: SourceSettings) -> Source:
+    return open_path(spec, settings, Path(unquote(urlparse(spec).path)))

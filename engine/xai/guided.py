@@ -1,0 +1,388 @@
+"""Guided twins of models: Guided Backpropagation without module hooks.
+
+Guided Backpropagation (Springenberg, Dosovitskiy, Brox, Riedmiller 2014, "Striving for
+Simplicity: The All Convolutional Net") backpropagates through every ReLU only the
+positive part of the gradient that the ReLU itself lets through. Captum implements it
+with backward hooks on ``nn.ReLU`` modules: the gradient leaving each ReLU,
+``grad_in = relu'(x) * grad_out``, is replaced by ``relu(grad_in)``.
+
+We generalize the rule to any elementwise activation ``phi``::
+
+    grad_in = relu(phi'(x) * grad_out)
+
+and apply it to the ReLU family and the smooth rectifiers (see
+:data:`GUIDED_ACTIVATIONS`: ``nn.ReLU`` incl. ``inplace=True``, ``ReLU6``, ``LeakyReLU``,
+``ELU``, ``SiLU``, ``GELU``, ``Mish``, ``Hardswish`` and timm's ``Swish``, ``SwishMe``,
+``Mish``, ``MishMe``, ``GELU``, ``GELUTanh``, ``QuickGELU``, ``HardSwish``,
+``HardSwishMe``). Gates are never guided: sigmoid gates of squeeze-excite blocks,
+softmax and tanh keep their plain gradient. ``phi'(x) * grad_out`` is computed by the
+same ATen backward kernel PyTorch's autograd uses for that activation.
+
+With ``relu_only=True`` only ``nn.ReLU`` modules (and subclasses) are guided, which is
+exactly Captum's ``GuidedBackprop``. On a network whose activations are all SiLU/Swish
+(EfficientNet) nothing is guided then, and the result is the plain gradient: this is
+what the public code of "Detecting Adversarial Attacks in Deepfake Detectors Using XAI"
+(Pinhasov et al. 2024) silently computed for EfficientNetB4ST.
+
+Instead of hooks, :func:`guided_model` builds a *guided twin*: a structural copy of the
+model in which each guided activation module is replaced by a :class:`GuidedActivation`
+that calls a custom :class:`torch.autograd.Function` (forward: the original module;
+backward: the guided rule). The twin copies only the modules on the path from the root
+to an activation (shallow copies whose ``_parameters`` and ``_buffers`` dicts are the
+original's own dict objects); every other module is the original object itself. So:
+
+* no weight is copied, the original model is never mutated and no hook is registered;
+* in-place updates (optimizer steps, ``load_state_dict``) are seen by the twin, and so
+  are tensors swapped into the shared dicts (``.to(device)``, ``.half()``);
+* plain attributes (``training``, ...) of copied modules are re-synchronized on every
+  :func:`guided_model` call, and the twin is rebuilt when the model's module tree
+  changed (a submodule replaced, added or removed);
+* the twin is an ordinary ``nn.Module`` with no hooks, so it can be ``torch.compile``-d.
+
+Twins are cached per model in a :class:`weakref.WeakKeyDictionary` (the twin never
+references the root model, so the cache does not keep models alive).
+
+Limitations: activations called functionally in ``forward`` (``F.relu(x)``,
+``x.sigmoid() * x``) cannot be guided: they keep their plain gradient. When a twin has no
+guided activation at all a warning is logged. Modules that keep references to their
+submodules outside ``_modules`` (e.g. bound methods stored as attributes) call the
+original, unguided submodules. TorchScript modules cannot be twinned; a
+``torch.compile``-d model is twinned through its ``_orig_mod``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from timm.layers import activations as timm_act
+from timm.layers import activations_me as timm_act_me
+from torch import Tensor, nn
+
+from engine.xai.errors import UnguidableModelError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GUIDED_ACTIVATIONS",
+    "GuidedActivation",
+    "guided_activation_count",
+    "guided_model",
+]
+
+
+class _GuidedFunction(torch.autograd.Function):
+    """Forward: the wrapped activation module. Backward: ``relu(phi'(x) * grad_out)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, guide: GuidedActivation) -> Tensor:
+        # An in-place module runs on a copy: x is kept for phi'(x), and the output is a
+        # new tensor (torch.compile does not trace in-place custom Functions).
+        y = guide.act(x.clone() if getattr(guide.act, "inplace", False) else x)
+        if y is x:  # internal invariant: in-place modules declare `inplace`
+            raise RuntimeError(
+                f"{type(guide.act).__name__} modified its input in place "
+                "without an `inplace` attribute; it cannot be guided"
+            )
+        ctx.save_for_backward(x)
+        ctx.guide = guide
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return torch.relu(ctx.guide.local_grad(grad_out, x)), None
+
+
+class GuidedActivation(nn.Module):
+    """An activation module whose backward follows the guided rule.
+
+    Forward calls the wrapped original module ``act`` (outputs are bit-identical; an
+    in-place module is run on a copy of its input, so the input itself is not modified).
+    Backward returns ``relu(phi'(x) * grad_out)``, where subclasses give
+    ``phi'(x) * grad_out`` in :meth:`local_grad`.
+    """
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _GuidedFunction.apply(x, self)
+
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        """``phi'(x) * grad_out``: the plain gradient the activation passes back."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return "guided"
+
+
+_aten = torch.ops.aten
+
+_REGISTRY: dict[type[nn.Module], type[GuidedActivation]] = {}
+
+
+def _guides(*kinds: type[nn.Module]) -> Callable[[type[GuidedActivation]], type[GuidedActivation]]:
+    """Class decorator: register a :class:`GuidedActivation` for activation types."""
+
+    def register(cls: type[GuidedActivation]) -> type[GuidedActivation]:
+        for kind in kinds:
+            _REGISTRY[kind] = cls
+        return cls
+
+    return register
+
+
+@_guides(nn.ReLU)
+class GuidedReLU(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.threshold_backward(grad_out, x, 0)
+
+
+@_guides(nn.ReLU6)
+class GuidedReLU6(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.hardtanh_backward(grad_out, x, self.act.min_val, self.act.max_val)
+
+
+@_guides(nn.LeakyReLU)
+class GuidedLeakyReLU(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.leaky_relu_backward(grad_out, x, self.act.negative_slope, False)
+
+
+@_guides(nn.ELU)
+class GuidedELU(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.elu_backward(grad_out, self.act.alpha, 1, 1, False, x)
+
+
+@_guides(nn.SiLU, timm_act.Swish, timm_act_me.SwishMe)
+class GuidedSiLU(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.silu_backward(grad_out, x)
+
+
+@_guides(nn.GELU, timm_act.GELU)
+class GuidedGELU(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        approximate = getattr(self.act, "approximate", "none")
+        return _aten.gelu_backward(grad_out, x, approximate=approximate)
+
+
+@_guides(timm_act.GELUTanh)
+class GuidedGELUTanh(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.gelu_backward(grad_out, x, approximate="tanh")
+
+
+@_guides(timm_act.QuickGELU)
+class GuidedQuickGELU(GuidedActivation):
+    """timm's ``x * sigmoid(1.702 x)``."""
+
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        s = torch.sigmoid(1.702 * x)
+        return grad_out * (s + 1.702 * x * s * (1 - s))
+
+
+@_guides(nn.Mish, timm_act.Mish, timm_act_me.MishMe)
+class GuidedMish(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.mish_backward(grad_out, x)
+
+
+@_guides(nn.Hardswish, timm_act.HardSwish, timm_act_me.HardSwishMe)
+class GuidedHardswish(GuidedActivation):
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.hardswish_backward(grad_out, x)
+
+
+GUIDED_ACTIVATIONS: Mapping[type[nn.Module], type[GuidedActivation]] = MappingProxyType(_REGISTRY)
+"""Activation module type -> its guided replacement (matched along the type's MRO)."""
+
+_RELU_ONLY: Mapping[type[nn.Module], type[GuidedActivation]] = MappingProxyType(
+    {nn.ReLU: GuidedReLU}
+)
+
+
+def _guide_for(
+    module: nn.Module, rules: Mapping[type[nn.Module], type[GuidedActivation]]
+) -> type[GuidedActivation] | None:
+    """The guided class for ``module``: its most specific registered base class."""
+    for kind in type(module).__mro__:
+        if kind in rules:
+            return rules[kind]
+    return None
+
+
+# --- the twin --------------------------------------------------------------------------
+
+
+@dataclass
+class _Twin:
+    module: nn.Module
+    """The twin's root: a shallow copy of the model's root."""
+    copies: list[tuple[nn.Module, nn.Module]]
+    """(original, copy) for every copied non-root module, to re-sync attributes."""
+    structure: list[tuple[str, nn.Module]]
+    """The model's ``named_modules(remove_duplicate=False)`` without the root."""
+    guides: list[GuidedActivation]
+    """The guided activation modules (their ``training`` follows the original's)."""
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[bool, _Twin]] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def guided_model(model: nn.Module, *, relu_only: bool = False) -> nn.Module:
+    """The guided twin of ``model`` (cached; rebuilt when the module tree changed).
+
+    Args:
+        model: any eager ``nn.Module``; it is neither modified nor hooked.
+        relu_only: guide only ``nn.ReLU`` modules, as Captum's ``GuidedBackprop``;
+            otherwise every activation type in :data:`GUIDED_ACTIVATIONS`.
+
+    Returns:
+        A module computing the same forward as ``model`` (bit-identical outputs), sharing
+        its parameters and buffers, whose gradients follow the guided rule.
+    """
+    model, relu_only = _unwrap(model), bool(relu_only)
+    with _LOCK:
+        per_model = _CACHE.setdefault(model, {})
+        twin = per_model.get(relu_only)
+        if twin is None or not _same_structure(model, twin.structure):
+            if twin is not None:
+                log.info("guided twin of %s: module tree changed, rebuilding", type(model).__name__)
+            twin = per_model[relu_only] = _build_twin(model, relu_only)
+        else:
+            _sync(model, twin.module)
+            for original, copy in twin.copies:
+                _sync(original, copy)
+            for guide in twin.guides:
+                guide.training = guide.act.training
+        return twin.module
+
+
+def guided_activation_count(model: nn.Module, *, relu_only: bool = False) -> int:
+    """How many activation modules the guided twin of ``model`` replaces."""
+    guided_model(model, relu_only=relu_only)
+    with _LOCK:
+        return len(_CACHE[_unwrap(model)][bool(relu_only)].guides)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnguidableModelError(model, "TorchScript modules cannot be copied structurally")
+    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
+    rules = _RELU_ONLY if relu_only else GUIDED_ACTIVATIONS
+    memo: dict[int, nn.Module] = {}
+    copies: list[tuple[nn.Module, nn.Module]] = []
+    guides: list[GuidedActivation] = []
+
+    def twin_of(module: nn.Module) -> nn.Module:
+        """The twin of ``module``: a guided activation, a copy, or ``module`` itself."""
+        if id(module) in memo:  # a module used in several places keeps one twin
+            return memo[id(module)]
+        guide = _guide_for(module, rules)
+        if guide is not None:
+            memo[id(module)] = twin = guide(module)
+            twin.training = module.training
+            guides.append(twin)
+            return twin
+        children = {
+            name: None if child is None else twin_of(child)
+            for name, child in module._modules.items()
+        }
+        if all(children[name] is child for name, child in module._modules.items()):
+            twin = module  # nothing guided below: share the module itself
+        else:
+            twin = _shallow_copy(module, children)
+            copies.append((module, twin))
+        memo[id(module)] = twin
+        return twin
+
+    children = {
+        name: None if child is None else twin_of(child) for name, child in model._modules.items()
+    }
+    root = _shallow_copy(model, children)  # always a copy: the cache must not hold model
+    structure = _structure(model)
+    unguided = sorted(
+        {
+            type(m).__name__
+            for _, m in structure
+            if _guide_for(m, GUIDED_ACTIVATIONS) and not _guide_for(m, rules)
+        }
+    )
+    name = type(model).__name__
+    if not guides:
+        reason = (
+            f"relu_only=True leaves its {', '.join(unguided)} modules unguided, as "
+            "Captum's GuidedBackprop does"
+            if unguided
+            else "it has no activation module of a guided type (activations called "
+            "functionally, e.g. F.relu, cannot be guided)"
+        )
+        log.warning(
+            "guided backprop on %s: nothing to guide: %s; the result is the plain gradient",
+            name,
+            reason,
+        )
+    elif unguided:
+        log.info(
+            "guided backprop on %s with relu_only=True: its %s modules keep their plain "
+            "gradient, as in Captum's GuidedBackprop",
+            name,
+            ", ".join(unguided),
+        )
+    log.debug(
+        "guided twin of %s: %d activation modules guided, %d modules copied",
+        name,
+        len(guides),
+        len(copies) + 1,
+    )
+    return _Twin(root, copies, structure, guides)
+
+
+def _shallow_copy(module: nn.Module, children: dict[str, nn.Module | None]) -> nn.Module:
+    """A new module of the same class sharing every attribute but ``_modules``.
+
+    ``_parameters`` and ``_buffers`` are the original's dict objects, so tensors
+    replaced there later (``.to(device)``) are seen by the copy too.
+    """
+    copy = object.__new__(type(module))
+    copy.__dict__.update(module.__dict__)
+    copy.__dict__["_modules"] = dict(children)
+    return copy
+
+
+def _sync(original: nn.Module, copy: nn.Module) -> None:
+    """Make ``copy``'s attributes (except ``_modules``) the original's current ones."""
+    src, dst = original.__dict__, copy.__dict__
+    if src.keys() != dst.keys():
+        for key in dst.keys() - src.keys():
+            del dst[key]
+    for key, value in src.items():
+        if key != "_modules" and dst.get(key) is not value:
+            dst[key] = value
+
+
+def _structure(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules(remove_duplicate=False) if m is not model]
+
+
+def _same_structure(model: nn.Module, recorded: list[tuple[str, nn.Module]]) -> bool:
+    current = _structure(model)
+    return len(current) == len(recorded) and all(
+        a[0] == b[0] and a[1] is b[1] for a, b in zip(current, recorded, strict=True)
+    )

@@ -1,0 +1,253 @@
+"""``veritas run`` / ``sample`` end to end: records, summary, annotation, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from engine.cli import main
+from engine.records import validate_record
+from engine.sources import open_source
+from tests.conftest import TINY_FLAGS
+from tests.media import damage_packets, encode_video, face_frames, write_image_folder
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["run", *args, *TINY_FLAGS])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records(path: Path) -> list[dict]:
+    return [validate_record(json.loads(line)) for line in path.read_text().splitlines()]
+
+
+def test_run_writes_a_valid_record_per_frame_and_a_summary(face_clip, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    code, stdout, err = run(
+        capsys, str(face_clip), "--out", str(out), "--summary-json", str(tmp_path / "s.json")
+    )
+    assert code == 0
+    recs = records(out)
+    assert [r["frame"] for r in recs] == list(range(12))
+    assert all(r["source"] == str(face_clip) and r["weights"] == "untrained" for r in recs)
+    assert sum(len(r["faces"]) > 0 for r in recs) >= 10  # Haar finds the real face
+    assert len({r["job"] for r in recs}) == 1
+    assert "frames 12" in stdout and "per video" in stdout and "UNTRAINED" in stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 12 and summary["sources"][str(face_clip)]["error"] is None
+    # The untrained warning is said once.
+    assert err.count("untrained weights for deepfake detector, Detect-ResNet50") == 1
+
+
+def test_records_go_to_stdout_without_out_and_summary_to_stderr(face_clip, capsys):
+    code, stdout, err = run(capsys, str(face_clip), "--every", "4")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert [validate_record(json.loads(x))["frame"] for x in lines] == [0, 4, 8]
+    assert "frames 3" in err
+
+
+def test_annotated_video_has_every_processed_frame(face_clip, tmp_path, capsys):
+    video = tmp_path / "a.mp4"
+    code, _, _ = run(
+        capsys,
+        str(face_clip),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+        "--annotate",
+        str(video),
+        "--fake-threshold",
+        "1.0",
+        "--every",
+        "2",
+    )
+    assert code == 0
+    with av.open(str(video)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 6
+    # Boxes and heat maps were drawn: the annotated frame differs from the source frame.
+    with open_source(str(face_clip)) as src:
+        original = next(iter(src)).image
+    assert np.abs(frames[0].astype(int) - original.astype(int)).mean() > 3
+
+
+def test_several_sources_each_get_an_annotated_video(face_clip, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    write_image_folder(folder, face_frames(2, size=128))
+    video = tmp_path / "a.mp4"
+    code, _, _ = run(
+        capsys,
+        str(face_clip),
+        str(folder),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+        "--annotate",
+        str(video),
+        "--every",
+        "3",
+    )
+    assert code == 0
+    assert (tmp_path / "a-0.mp4").is_file() and (tmp_path / "a-1.mp4").is_file()
+    sources = {r["source"] for r in records(tmp_path / "r.jsonl")}
+    assert sources == {str(face_clip), str(folder)}
+
+
+def test_frames_without_faces_are_recorded_as_no_face(tmp_path, capsys):
+    folder = tmp_path / "empty-scenes"
+    write_image_folder(folder, [np.full((64, 80, 3), 90, np.uint8)] * 2)
+    out = tmp_path / "r.jsonl"
+    code, stdout, _ = run(capsys, str(folder), "--out", str(out))
+    assert code == 0
+    assert [r["verdict"] for r in records(out)] == ["no_face", "no_face"]
+    assert "no_face" in stdout
+
+
+# --- bad input: one line naming the input and what to do; records already written are kept --
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("veritas: error:")]
+
+
+def test_missing_file(tmp_path, capsys):
+    code, _, err = run(capsys, str(tmp_path / "nope.mp4"))
+    assert code == 1
+    assert error_lines(err) == [
+        f"veritas: error: {tmp_path / 'nope.mp4'}: no such file or folder; check the path"
+    ]
+
+
+def test_file_that_is_not_video(tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    code, _, err = run(capsys, str(text))
+    assert code == 1
+    (line,) = error_lines(err)
+    assert str(text) in line and "not a readable video" in line
+
+
+def test_empty_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, str(tmp_path / "empty"))
+    assert code == 1
+    (line,) = error_lines(err)
+    assert "empty" in line and "no image files" in line
+
+
+def test_stream_corrupt_halfway_keeps_the_good_frames(tmp_path, capsys):
+    clip = encode_video(tmp_path / "broken.mp4", face_frames(24, size=128), fps=25)
+    damage_packets(clip, start=0.5)
+    out = tmp_path / "r.jsonl"
+    code, _, err = run(capsys, str(clip), "--out", str(out))
+    assert code == 1
+    (line,) = error_lines(err)
+    assert "corrupt after frame" in line and "records up to that frame were kept" in line
+    kept = records(out)
+    assert 6 <= len(kept) < 24
+    assert [r["frame"] for r in kept] == list(range(len(kept)))
+
+
+def test_8k_frame_is_refused_with_the_setting_to_change(tmp_path, capsys):
+    image = tmp_path / "8k.png"
+    cv2.imwrite(str(image), np.zeros((4320, 7680, 3), np.uint8))
+    code, _, err = run(capsys, str(image))
+    assert code == 1
+    (line,) = error_lines(err)
+    assert "7680x4320" in line and "max_frame_pixels" in line
+
+
+def test_bad_config_value_exits_2_naming_the_key(face_clip, capsys):
+    code, _, err = run(capsys, str(face_clip), "--batch-size", "0")
+    assert code == 2
+    assert error_lines(err) == [
+        "veritas: error: config: pipeline.batch_size = 0 is invalid: expected a value from 1 "
+        "to 4096"
+    ]
+
+
+def test_one_bad_source_does_not_stop_the_others(face_clip, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    code, stdout, err = run(capsys, str(tmp_path / "gone.mp4"), str(face_clip), "--out", str(out))
+    assert code == 1
+    assert len(records(out)) == 12
+    assert "FAILED" in stdout and len(error_lines(err)) == 1
+
+
+def test_records_survive_a_killed_process(tmp_path):
+    """A crash loses at most the frames in flight: every line written is a whole record."""
+    clip = encode_video(tmp_path / "long.mp4", face_frames(150, size=128), fps=25)
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "run",
+            str(clip),
+            "--out",
+            str(out),
+            *TINY_FLAGS,
+            "--batch-size",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) >= 3:
+                break
+            assert proc.poll() is None, "veritas ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    lines = text.splitlines()
+    assert 3 <= len(lines) < 150
+    assert text.endswith("\n")  # flushed whole lines, never a half record
+    assert [validate_record(json.loads(x))["frame"] for x in lines] == list(range(len(lines)))
+
+
+# --- sample and misc ------------------------------------------------------------------------
+
+
+def test_sample_writes_a_decodable_clip_with_a_face(tmp_path, capsys):
+    path = tmp_path / "sample.mp4"
+    assert main(["sample", str(path), "--seconds", "0.4", "--size", "160"]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    with open_source(str(path)) as src:
+        frames = [f.image for f in src]
+    assert len(frames) == 10 and frames[0].shape == (160, 160, 3)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    found = [
+        len(cascade.detectMultiScale(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 1.1, 5)) > 0
+        for f in frames
+    ]
+    assert sum(found) >= 8
+
+
+def test_sample_rejects_bad_sizes(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "s.mp4"), "--size", "8"]) == 2
+    assert "size from 64 to 4096" in capsys.readouterr().err
+
+
+def test_list_models_names_models_and_weight_formats(capsys):
+    assert main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("xception", "efficientnet_b4st", "detect_resnet50", "haar", "retinaface"):
+        assert name in out
+    assert "--format ffpp-xception" in out
