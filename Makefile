@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# torchattacks: a test-time reference only. Its metadata pins requests~=2.25, which
+	# would downgrade idna under huggingface_hub; it never imports requests.
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	@touch $(STAMP)
 
 # redis-server is needed by the job queue and its tests; installed through apt when absent.

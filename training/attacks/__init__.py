@@ -2,9 +2,13 @@
 
 ``create_attack("pgd", model, eps=16/255)(images, labels)`` returns adversarial images
 in [0, 1]; ``attack.run(images, labels)`` also gives per-sample success and queries.
+Every module of this package is imported here, so an attack registers itself by
+existing (``@register_attack`` on its class).
 """
 
-from training.attacks import pgd  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from training.attacks.base import (
     EPS_PAPER,
     Attack,
@@ -18,6 +22,9 @@ from training.attacks.base import (
     margin_loss,
     register_attack,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "EPS_PAPER",
