@@ -251,3 +251,39 @@ def test_list_models_names_models_and_weight_formats(capsys):
     for name in ("xception", "efficientnet_b4st", "detect_resnet50", "haar", "retinaface"):
         assert name in out
     assert "--format ffpp-xception" in out
+
+
+def test_progress_bar_is_drawn_on_a_terminal(face_clip, tmp_path):
+    """On a terminal `veritas run` shows a progress bar (never in pipes or CI logs)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "run",
+        str(face_clip),
+        "--out",
+        str(tmp_path / "r.jsonl"),
+        *[f for f in TINY_FLAGS if f != "--no-progress"],
+    ]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the pty
+        os.execv(cmd[0], cmd)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column tty
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = output.decode(errors="replace")
+    assert "analysing" in text and "12/12" in text
