@@ -7,13 +7,22 @@ what it sees when serving.
 The box rule follows the FaceForensics++ code path the paper's detectors were
 trained with: a square of side ``floor(max(w, h) * scale)`` centred on the box,
 moved inside the frame at the top/left and shrunk at the bottom/right edges.
-Resizing is bilinear with antialiasing (as PIL's resize, which that code used).
+Resizing is bilinear with antialiasing (as PIL's resize, which that code used):
+:func:`resize_images`, from :mod:`kernels.resample`. The crop itself is
+:func:`kernels.crop_resize.crop_resize_normalize`: a fused Triton kernel on CUDA, its
+PyTorch reference elsewhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
+
+from kernels.crop_resize import crop_resize_normalize
+from kernels.resample import resize_images
+
+__all__ = ["DEFAULT_BOX_SCALE", "crop_faces", "enlarge_boxes", "resize_images"]
 
 DEFAULT_BOX_SCALE = 1.3
 
@@ -32,26 +41,24 @@ def enlarge_boxes(boxes: torch.Tensor, height: int, width: int, scale: float) ->
     return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize float NCHW images to ``size`` x ``size`` (bilinear, antialiased)."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(
-        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-
-
 def crop_faces(
-    frames: torch.Tensor, crop_boxes: torch.Tensor, frame_ids: torch.Tensor, size: int
+    frames: torch.Tensor,
+    crop_boxes: torch.Tensor,
+    frame_ids: torch.Tensor,
+    size: int,
+    *,
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Cut ``crop_boxes`` (from :func:`enlarge_boxes`) out of uint8 NHWC ``frames``.
 
-    Returns float32 ``(k, 3, size, size)`` in [0, 1] on the frames' device.
+    Returns ``(k, 3, size, size)`` of ``dtype`` (float32 by default) on the frames'
+    device: the crops in [0, 1], or ``(crop - mean) / std`` when a detector's ``mean``
+    and ``std`` are given (its normalized input, e.g. for a compiled runtime that takes
+    it directly).
+
+    On CUDA frames this is one fused Triton launch for all faces; elsewhere the plain
+    PyTorch reference (:mod:`kernels.crop_resize`; ``VERITAS_KERNELS`` overrides).
     """
-    if crop_boxes.numel() == 0:
-        return torch.zeros(0, 3, size, size, device=frames.device)
-    crops = []
-    for (x1, y1, x2, y2), fid in zip(crop_boxes.tolist(), frame_ids.tolist(), strict=True):
-        patch = frames[fid, y1:y2, x1:x2].permute(2, 0, 1).unsqueeze(0).float()
-        crops.append(resize_images(patch, size))
-    return (torch.cat(crops) / 255.0).clamp_(0.0, 1.0)
+    return crop_resize_normalize(frames, crop_boxes, frame_ids, size, mean, std, dtype)

@@ -47,6 +47,26 @@ class DetectResNet50(nn.Module):
             e_crop, e_map = self.embed(torch.cat([crops, maps])).chunk(2)
         return self.head(torch.cat([e_crop, e_map], dim=1))
 
+    def forward_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, 2)`` from the pre-normalized input ``(2M, 3, S, S)``.
+
+        ``stacked`` is ``cat([crops, maps])`` already normalized with :attr:`mean` and
+        :attr:`std`, as ``engine.xai.maps.detect_resnet_inputs`` builds it in one fused
+        pass; the result equals ``forward(crops, maps)``.
+        """
+        if stacked.dim() != 4 or stacked.shape[0] % 2 or stacked.shape[1] != 3:
+            raise ValueError(
+                f"stacked input {tuple(stacked.shape)} is not (2M, 3, S, S): build it with "
+                "engine.xai.maps.detect_resnet_inputs(crops, attributions, ...)"
+            )
+        crops, maps = stacked.chunk(2)
+        if self.training:
+            # Separate passes keep BatchNorm's batch statistics per modality.
+            e_crop, e_map = self.backbone(crops), self.backbone(maps)
+        else:
+            e_crop, e_map = self.backbone(stacked).chunk(2)
+        return self.head(torch.cat([e_crop, e_map], dim=1))
+
 
 _PUBLISHED = (
     "backbone: torchvision 'resnet50' ImageNet weights (IMAGENET1K_V1/V2 .pth) or timm "

@@ -48,6 +48,7 @@ from engine.xai.errors import (
     UnknownXAIMethodError,
 )
 from engine.xai.guided import guided_model
+from kernels.integrated_gradients import ig_accumulate, ig_interpolate
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +187,17 @@ def _integrated_gradients(
         )
     alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
-    total = torch.zeros_like(x)
+    total = torch.zeros(x.shape, dtype=x.dtype, device=x.device)  # contiguous
+    # Interpolation and the weighted sum: fused Triton kernels on CUDA, their PyTorch
+    # references elsewhere (kernels.integrated_gradients); the last chunk also multiplies
+    # the sums by (x - x'), giving the attributions in place.
     for start in range(0, rows, chunk):
         stop = min(start + chunk, rows)
-        row = torch.arange(start, stop, device=x.device)
-        step, sample = row // n, row % n
-        scaled = base[sample] + alpha[step].view(-1, 1, 1, 1) * diff[sample]
+        scaled = ig_interpolate(base, diff, alpha, start, stop)
+        sample = torch.arange(start, stop, device=x.device) % n
         grads = _logit_gradient(model, scaled, target[sample])
-        grads = grads * weight[step].view(-1, 1, 1, 1)
-        # Sum each step's run of rows into its samples: slices, no atomics, deterministic.
-        for s in range(start // n, (stop - 1) // n + 1):
-            lo, hi = max(start, s * n), min(stop, (s + 1) * n)
-            total[lo - s * n : hi - s * n] += grads[lo - start : hi - start]
-    return total * diff
+        ig_accumulate(total, grads, weight, start, diff if stop == rows else None)
+    return total
 
 
 @_method("guided_backprop")

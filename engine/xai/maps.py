@@ -24,25 +24,30 @@ shape ``(C, H, W)``:
    (the quantized 0.5) when signed and to 0 when unsigned.
 
 Computation is in float32 whatever the attributions' dtype; the result is float32.
+The rule's one implementation is :func:`kernels.xai_map.xai_maps_reference` (this module
+validates and dispatches: the fused Triton kernel on CUDA, the reference elsewhere), and
+:func:`detect_resnet_inputs` builds Detect-ResNet50's normalized input from it.
 (The paper's public code wrote un-normalized maps as 8-bit images without clamping;
 this rule is our documented replacement for it.)
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from engine.faces.crop import resize_images
 from engine.xai.attribute import METHODS, check_image_batch
 from engine.xai.errors import InvalidXAIOptionError, UnknownXAIMethodError
+from kernels.xai_map import SCALE_EPS, map_levels, xai_maps
+from kernels.xai_map import detect_resnet_inputs as _detect_resnet_inputs
 
 __all__ = [
     "DEFAULT_QUANTILE",
     "SCALE_EPS",
     "UNSIGNED_METHODS",
+    "detect_resnet_inputs",
     "map_to_uint8",
     "prepare_map",
     "uint8_to_map",
@@ -50,9 +55,6 @@ __all__ = [
 
 DEFAULT_QUANTILE = 0.995
 """The quantile of |attribution| that maps to full scale (mid-grey ± 0.5 or 1)."""
-
-SCALE_EPS = 1e-12
-"""Floor of the per-sample scale, so an all-zero attribution maps to 0 (or 0.5)."""
 
 UNSIGNED_METHODS = frozenset({"saliency"})
 """Methods whose attributions are non-negative by default (mapped onto [0, 1])."""
@@ -79,8 +81,78 @@ def prepare_map(
 
     Returns:
         float32 maps on the attributions' device, multiples of 1/255 in [0, 1]; see the
-        module docstring for the exact rule.
+        module docstring for the exact rule. On CUDA the scaling, resize and
+        quantization are one fused Triton kernel (:mod:`kernels.xai_map`), elsewhere its
+        PyTorch reference; the two agree exactly except where rounding puts ``255 m``
+        within ~1e-5 of a half-integer, and then by one level.
     """
+    signed = _map_options(attributions, method, size, quantile, signed)
+    return xai_maps(attributions, signed, size, float(quantile))
+
+
+def detect_resnet_inputs(
+    crops: Tensor,
+    attributions: Tensor,
+    method: str,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    quantile: float = DEFAULT_QUANTILE,
+    *,
+    signed: bool | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Detect-ResNet50's whole input, ``(2M, 3, size, size)``, in one pass.
+
+    Rows ``[0, M)`` are ``(resize_images(crops, size) - mean) / std`` and rows ``[M, 2M)``
+    are ``(prepare_map(attributions, method, size, quantile) - mean) / std``: exactly what
+    ``DetectResNet50.forward(resize_images(crops, size), maps)`` feeds its backbone, ready
+    for ``DetectResNet50.forward_stacked``.
+
+    Args:
+        crops: the detector's input ``(M, 3, H, W)`` in [0, 1].
+        attributions, method, quantile, signed: as :func:`prepare_map`.
+        size: Detect-ResNet50's input size.
+        mean, std: Detect-ResNet50's normalization (``model.cfg.mean``/``std``).
+        dtype: float32, float16 or bfloat16.
+
+    On CUDA this is the per-sample scale (``torch.kthvalue``,
+    :func:`kernels.xai_map.map_scale`) plus one fused Triton launch that writes the whole
+    buffer (:mod:`kernels.xai_map`); elsewhere the PyTorch reference.
+    """
+    signed = _map_options(attributions, method, size, quantile, signed)
+    check_image_batch("crops", crops)
+    if crops.shape[0] != attributions.shape[0] or crops.shape[1] != 3:
+        raise InvalidXAIOptionError(
+            "crops",
+            f"shape {tuple(crops.shape)}",
+            f"one RGB crop per attribution: ({attributions.shape[0]}, 3, H, W)",
+        )
+    return _detect_resnet_inputs(
+        crops, attributions, signed, size, mean, std, float(quantile), dtype
+    )
+
+
+def map_to_uint8(maps: Tensor) -> Tensor:
+    """Maps in [0, 1] -> uint8 ``round(255 * m)``; exact for :func:`prepare_map` output."""
+    if not (isinstance(maps, Tensor) and maps.is_floating_point()):
+        raise InvalidXAIOptionError("maps", type(maps).__name__, "a floating-point tensor")
+    return map_levels(maps)
+
+
+def uint8_to_map(maps: Tensor) -> Tensor:
+    """uint8 maps -> float32 ``m / 255``: the inverse of :func:`map_to_uint8`."""
+    if not (isinstance(maps, Tensor) and maps.dtype == torch.uint8):
+        raise InvalidXAIOptionError(
+            "maps", getattr(maps, "dtype", type(maps).__name__), "a uint8 tensor"
+        )
+    return maps.to(torch.float32) / 255
+
+
+def _map_options(
+    attributions: Tensor, method: str, size: int, quantile: float, signed: bool | None
+) -> bool:
+    """Validate :func:`prepare_map`'s arguments; return whether the map is signed."""
     if not isinstance(method, str) or method not in METHODS:
         raise UnknownXAIMethodError(method, METHODS)
     check_image_batch("attributions", attributions)
@@ -95,52 +167,4 @@ def prepare_map(
         or not 0.0 < quantile <= 1.0
     ):
         raise InvalidXAIOptionError("quantile", quantile, "a number in (0, 1]")
-    if signed is None:
-        signed = method not in UNSIGNED_METHODS
-
-    big = torch.finfo(torch.float32).max
-    a = torch.nan_to_num(attributions.detach().to(torch.float32), nan=0.0, posinf=big, neginf=-big)
-    n = a.shape[0]
-    if n == 0 or a[0].numel() == 0:
-        return torch.zeros(n, 3, size, size, device=a.device)
-    scale = _abs_quantile(a, float(quantile)).clamp_min(SCALE_EPS).view(n, 1, 1, 1)
-    ratio = a / scale
-    m = 0.5 + 0.5 * ratio.clamp(-1.0, 1.0) if signed else ratio.clamp(0.0, 1.0)
-    m = resize_images(m, size).clamp(0.0, 1.0)
-    if channels == 1:
-        m = m.expand(-1, 3, -1, -1)
-    return uint8_to_map(map_to_uint8(m))
-
-
-def map_to_uint8(maps: Tensor) -> Tensor:
-    """Maps in [0, 1] -> uint8 ``round(255 * m)``; exact for :func:`prepare_map` output."""
-    if not (isinstance(maps, Tensor) and maps.is_floating_point()):
-        raise InvalidXAIOptionError("maps", type(maps).__name__, "a floating-point tensor")
-    return torch.round(maps * 255).clamp(0, 255).to(torch.uint8)
-
-
-def uint8_to_map(maps: Tensor) -> Tensor:
-    """uint8 maps -> float32 ``m / 255``: the inverse of :func:`map_to_uint8`."""
-    if not (isinstance(maps, Tensor) and maps.dtype == torch.uint8):
-        raise InvalidXAIOptionError(
-            "maps", getattr(maps, "dtype", type(maps).__name__), "a uint8 tensor"
-        )
-    return maps.to(torch.float32) / 255
-
-
-def _abs_quantile(a: Tensor, q: float) -> Tensor:
-    """Per-sample ``q``-quantile of ``|a|`` (linear interpolation), shape ``(N,)``.
-
-    ``torch.quantile`` refuses inputs over 16M elements, so this takes the two order
-    statistics around rank ``q * (M - 1)`` with ``kthvalue`` (batched along dim 1).
-    """
-    flat = a.abs().flatten(1)
-    m = flat.shape[1]
-    rank = q * (m - 1)
-    below = math.floor(rank)
-    low = flat.kthvalue(below + 1, dim=1).values
-    frac = rank - below
-    if frac == 0.0 or below + 1 >= m:
-        return low
-    high = flat.kthvalue(below + 2, dim=1).values
-    return torch.lerp(low, high, frac)
+    return method not in UNSIGNED_METHODS if signed is None else bool(signed)
