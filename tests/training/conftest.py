@@ -52,6 +52,17 @@ class SmallCNN(nn.Module):
 
 
 def train_small_classifier(act: type[nn.Module] = nn.ReLU, seed: int = 0) -> nn.Module:
+    """Train on one thread: multi-threaded CPU kernels sum in a different order, so the
+    weights (and how robust the model is) would otherwise depend on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(act, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(act: type[nn.Module], seed: int) -> nn.Module:
     images, labels = lfw_images()
     torch.manual_seed(seed)
     model = NormalizedClassifier(SmallCNN(act), mean=(0.5,) * 3, std=(0.25,) * 3)
