@@ -1,0 +1,757 @@
+"""The paper's tables, ROC curves and the input-transformation baselines, from built data.
+
+For each dataset (one per deepfake detector, from ``training.build_dataset``) and the
+Detect-ResNet50 checkpoints finetuned on it (``training.finetune`` records), on the
+test split:
+
+* **Table 1** — the deepfake detector's per-class accuracy ("precision" in the paper)
+  on clean real and fake faces, per video (Vid, majority vote) and per frame (F2F).
+* **Table 2** — the same on fake faces after each attack: a fake video's frames with
+  their attacked version where the attack ran (frames the detector already missed
+  are not attacked and count as missed).
+* **Tables 3 and 4** — Detect-ResNet50's accuracy per attack × XAI method, full finetune
+  and frozen backbone: the balanced accuracy (mean of the per-class accuracies at
+  threshold 0.5) on the test faces called real: real faces (class 0) and the faces the
+  attack fooled (class 1); on the paper's balanced pairs this is its accuracy. The
+  PGD-B column is the baseline trained and tested with black maps; the PGD-B† row is
+  each XAI model tested with its maps blacked out (the paper's wording allows both).
+* **Table 5** — the same test sets judged by the input-transformation defenses of the
+  comparative study (median, Gaussian, average 3×3; JPEG 70/80/90): the crop is
+  transformed, the deepfake detector judges it again, "fake" counts as "attacked";
+  next to every Detect-ResNet50 model, as comparison rows, with the AUC per attack.
+* **Table 6** — each defense's cost and effect: per-class accuracy on clean test faces
+  after the transform, and the share of fooled faces it turns back to "fake".
+* **ROC curves** per attack, one PNG per dataset and configuration (a panel per XAI
+  method and PGD-B).
+
+Written to OUT: ``tables.md``, ``detector_precision.csv``, ``attack_detection.csv``,
+``defenses.csv`` and ``roc_<detector>_<config>.png``. ``--label PROXY`` puts the label
+in every title (the proxy run's numbers are not the paper's).
+
+    python -m training.evaluate report --dataset data/xception --models models/xception
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.errors import VeritasError
+from engine.models import create_model
+from engine.pipeline import FAKE, resolve_device
+from training.build_dataset import file_digest
+from training.data import Dataset, Row, atomic_write_text, batches, predict_attacked
+from training.defenses import apply_defense, defense_title, list_defenses
+from training.errors import BadOptionError, EmptyDatasetError
+from training.finetune import CONFIGS, PGD_B, THRESHOLD, iter_records
+from training.metrics import auc, balanced_accuracy, rate, roc_curve, video_rate
+
+log = logging.getLogger("training.evaluate")
+
+XAI_ORDER = ("guided_backprop", "input_x_gradient", "integrated_gradients", "saliency")
+XAI_TITLES = {
+    "guided_backprop": "G-Backprop",
+    "input_x_gradient": "Inp × Grad",
+    "integrated_gradients": "Int-Grad",
+    "saliency": "Saliency",
+    PGD_B: "PGD-B (black maps)",
+}
+ATTACK_ORDER = ("pgd", "apgd", "square", "nes")
+ATTACK_TITLES = {"pgd": "PGD", "apgd": "APGD", "square": "Square", "nes": "NES"}
+CONFIG_TITLES = {"full": "finetuned ResNet50", "head": "frozen backbone, head trained"}
+
+
+def attack_title(name: str) -> str:
+    return ATTACK_TITLES.get(name, name.upper())
+
+
+def ordered(names: Sequence[str], order: Sequence[str]) -> list[str]:
+    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def num(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class EvalOptions:
+    out: Path
+    datasets: Sequence[Path]
+    models: Sequence[Path] = ()
+    defenses: Sequence[str] | None = None
+    """None: all registered defenses."""
+    label: str = ""
+    split: str = "test"
+    device: str = "auto"
+    batch_size: int = 64
+    progress: bool = False
+
+
+@dataclass
+class DetectionResult:
+    """One detector of attacks (a Detect-ResNet50 model or a defense) on one test set."""
+
+    dataset: str
+    detector: str
+    method: str
+    """``detect_resnet50`` or ``defense``."""
+    config: str
+    maps: str
+    """XAI method, ``pgd-b``, or the defense's name."""
+    test_maps: str
+    """``xai``, ``zero`` (maps blacked out at test) or ``-`` for defenses."""
+    attack: str
+    n_real: int
+    n_attacked: int
+    balanced_accuracy: float
+    accuracy: float
+    tpr: float
+    tnr: float
+    auc: float
+    scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    labels: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    def row(self) -> dict[str, Any]:
+        keys = (
+            "dataset detector method config maps test_maps attack n_real n_attacked "
+            "balanced_accuracy accuracy tpr tnr auc"
+        ).split()
+        return {k: getattr(self, k) for k in keys}
+
+
+def detection_result(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, **fields: Any
+) -> DetectionResult:
+    pred = scores >= threshold
+    return DetectionResult(
+        n_real=int((labels == 0).sum()),
+        n_attacked=int((labels == 1).sum()),
+        balanced_accuracy=balanced_accuracy(pred, labels),
+        accuracy=rate(pred == labels.astype(bool)),
+        tpr=rate(pred[labels == 1]),
+        tnr=rate(~pred[labels == 0]),
+        auc=auc(scores, labels),
+        scores=scores,
+        labels=labels,
+        **fields,
+    )
+
+
+class Evaluation:
+    def __init__(self, options: EvalOptions) -> None:
+        self.o = options
+        if not options.datasets:
+            raise BadOptionError("--dataset", None, "at least one dataset folder")
+        self.defenses = list_defenses() if options.defenses is None else list(options.defenses)
+        for d in self.defenses:
+            if d not in list_defenses():
+                raise BadOptionError("--defenses", d, ", ".join(list_defenses()))
+        self.device = resolve_device(options.device)
+        self.datasets = [Dataset(p) for p in options.datasets]
+        self.records: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for folder in options.models:
+            if not Path(folder).is_dir():
+                raise BadOptionError("--models", str(folder), "a folder of finetune outputs")
+            for record in iter_records(Path(folder)):
+                k = self._dataset_of(record)
+                if k is None:
+                    log.warning(
+                        "%s: made on %s, which is not evaluated", record["path"], record["dataset"]
+                    )
+                else:
+                    self.records[k].append(record)
+        self.precision: list[dict[str, Any]] = []
+        self.detection: list[DetectionResult] = []
+        self.defense_rows: list[dict[str, Any]] = []
+        self.plots: list[Path] = []
+
+    def _dataset_of(self, record: dict[str, Any]) -> int | None:
+        target = Path(record["dataset"]).resolve()
+        for k, ds in enumerate(self.datasets):
+            if ds.root.resolve() == target:
+                return k
+        matches = [k for k, ds in enumerate(self.datasets) if ds.detector == record["detector"]]
+        return matches[0] if len(matches) == 1 else None
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        self.o.out.mkdir(parents=True, exist_ok=True)
+        for k, ds in enumerate(self.datasets):
+            rows = ds.select(split=self.o.split)
+            if not rows:
+                raise EmptyDatasetError(f"{self.o.split} faces in {ds.root}", "check --split")
+            self._precision(ds, rows)
+            self._detect_resnet(ds, rows, self.records[k])
+            self._defenses(ds, rows)
+            self._plots(ds)
+        return self._write()
+
+    def _attacks(self, ds: Dataset) -> list[str]:
+        names = {r["attack"] for r in ds.rows if r["attack"] and r["split"] == self.o.split}
+        return ordered(list(names), ATTACK_ORDER)
+
+    def _precision(self, ds: Dataset, rows: list[Row]) -> None:
+        """Tables 1 and 2."""
+        by_video: dict[str, dict[str, list[bool]]] = {"real": {}, "fake": {}}
+        clean_fake: dict[tuple[str, int], bool] = {}
+        for r in rows:
+            if r["kind"] in by_video:
+                by_video[r["kind"]].setdefault(r["video"], []).append(r["called"] == "fake")
+            if r["kind"] == "fake":
+                clean_fake[(r["video"], r["frame"])] = r["called"] == "fake"
+        real_frames = [f for v in by_video["real"].values() for f in v]
+        fake_frames = [f for v in by_video["fake"].values() for f in v]
+        self.precision.append(
+            {
+                "dataset": str(ds.root),
+                "detector": ds.detector,
+                "attack": "none",
+                "real_vid": video_rate(by_video["real"], fake=False),
+                "real_f2f": rate([not f for f in real_frames]),
+                "fake_vid": video_rate(by_video["fake"], fake=True),
+                "fake_f2f": rate(fake_frames),
+                "attack_success": float("nan"),
+                "real_frames": len(real_frames),
+                "fake_frames": len(fake_frames),
+                "real_videos": len(by_video["real"]),
+                "fake_videos": len(by_video["fake"]),
+            }
+        )
+        for attack in self._attacks(ds):
+            verdict = dict(clean_fake)
+            attacked = [r for r in rows if r["attack"] == attack]
+            for r in attacked:
+                verdict[(r["video"], r["frame"])] = r["called"] == "fake"
+            videos: dict[str, list[bool]] = defaultdict(list)
+            for (video, _), fake in sorted(verdict.items()):
+                videos[video].append(fake)
+            self.precision.append(
+                {
+                    "dataset": str(ds.root),
+                    "detector": ds.detector,
+                    "attack": attack,
+                    "real_vid": float("nan"),
+                    "real_f2f": float("nan"),
+                    "fake_vid": video_rate(videos, fake=True),
+                    "fake_f2f": rate(list(verdict.values())),
+                    "attack_success": rate([r["success"] for r in attacked]),
+                    "real_frames": 0,
+                    "fake_frames": len(verdict),
+                    "real_videos": 0,
+                    "fake_videos": len(videos),
+                }
+            )
+
+    def _test_set(self, rows: list[Row], attack: str) -> list[Row]:
+        return [r for r in rows if r["label"] == 0 or (r["label"] == 1 and r["attack"] == attack)]
+
+    def _detect_resnet(self, ds: Dataset, rows: list[Row], records: list[dict[str, Any]]) -> None:
+        """Tables 3 and 4 (and Detect-ResNet50's rows of table 5)."""
+        labelled = [r for r in rows if r["label"] is not None]
+        if not labelled or not records:
+            if not records:
+                log.warning("%s: no finetuned models to evaluate", ds.root)
+            return
+        position = {r["id"]: i for i, r in enumerate(labelled)}
+        crops = ds.crops(labelled)
+        train_attacks = set(ds.info["attacks"]["train"])
+        from tqdm import tqdm
+
+        ordered_records = sorted(records, key=lambda r: (r["config"], r["xai"] or "~"))
+        for record in tqdm(
+            ordered_records,
+            desc=f"evaluating {ds.detector}",
+            unit="model",
+            disable=not self.o.progress,
+            file=sys.stderr,
+            leave=False,
+        ):
+            model = create_model(record["arch"], weights=record["path"], kind="adversarial")
+            model.to(self.device)
+            maps = None if record["xai"] is None else ds.maps(labelled, record["xai"])
+            started = time.perf_counter()
+            p = predict_attacked(model, crops, maps, self.o.batch_size, self.device).numpy()
+            log.info(
+                "%s: %d faces in %.1f s",
+                record["name"],
+                len(labelled),
+                time.perf_counter() - started,
+            )
+            p_zero = None
+            if record["xai"] is not None:
+                sel = [
+                    i
+                    for i, r in enumerate(labelled)
+                    if r["label"] == 0 or r["attack"] in train_attacks
+                ]
+                p_zero = np.full(len(labelled), np.nan)
+                p_zero[sel] = predict_attacked(
+                    model, crops[sel], None, self.o.batch_size, self.device
+                ).numpy()
+            for attack in self._attacks(ds):
+                test = self._test_set(labelled, attack)
+                idx = [position[r["id"]] for r in test]
+                labels = np.array([r["label"] for r in test])
+                common = {
+                    "dataset": str(ds.root),
+                    "detector": ds.detector,
+                    "method": "detect_resnet50",
+                    "config": record["config"],
+                    "maps": record["xai"] or PGD_B,
+                    "attack": attack,
+                }
+                self.detection.append(
+                    detection_result(
+                        p[idx],
+                        labels,
+                        THRESHOLD,
+                        test_maps="xai" if record["xai"] else "zero",
+                        **common,
+                    )
+                )
+                if p_zero is not None and attack in train_attacks:
+                    self.detection.append(
+                        detection_result(p_zero[idx], labels, THRESHOLD, test_maps="zero", **common)
+                    )
+
+    def _defenses(self, ds: Dataset, rows: list[Row]) -> None:
+        """Table 6 and the defenses' rows of table 5."""
+        if not self.defenses:
+            return
+        weights = ds.info["config"]["models"]["detector_weights"]
+        if weights and not Path(weights).is_file():
+            log.warning("%s: detector weights %s not found; defenses skipped", ds.root, weights)
+            return
+        if weights and file_digest(weights) != ds.info.get("detector_weights_sha256"):
+            log.warning("%s: %s changed since the dataset was built", ds.root, weights)
+        detector = create_model(ds.detector, weights=weights or None, kind="deepfake").to(
+            self.device
+        )
+        threshold = ds.info["config"]["pipeline"]["fake_threshold"]
+        labelled = [r for r in rows if r["label"] is not None]
+        clean = [r for r in rows if r["kind"] in ("real", "fake")]
+        subjects = {r["id"]: r for r in labelled + clean}
+        order = list(subjects.values())
+        crops = ds.crops(order) if order else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+        position = {r["id"]: i for i, r in enumerate(order)}
+        variants = ["none", *self.defenses]
+        for name in variants:
+            if name == "none":  # the system's own verdicts, as recorded by the build
+                p_fake = np.array([r["p_fake"] for r in order], dtype=np.float64)
+            else:  # the transform works on the stored 8-bit crops
+                p_fake = self._p_fake(detector, apply_defense(name, crops))
+            called_fake = p_fake >= threshold
+            real = [position[r["id"]] for r in clean if r["kind"] == "real"]
+            fake = [position[r["id"]] for r in clean if r["kind"] == "fake"]
+            entry = {
+                "dataset": str(ds.root),
+                "detector": ds.detector,
+                "defense": name,
+                "real_f2f": rate(~called_fake[real]),
+                "fake_f2f": rate(called_fake[fake]),
+            }
+            for attack in self._attacks(ds):
+                test = self._test_set(labelled, attack)
+                if not test:
+                    continue
+                idx = [position[r["id"]] for r in test]
+                labels = np.array([r["label"] for r in test])
+                self.detection.append(
+                    detection_result(
+                        p_fake[idx],
+                        labels,
+                        threshold,
+                        dataset=str(ds.root),
+                        detector=ds.detector,
+                        method="defense",
+                        config="-",
+                        maps=name,
+                        test_maps="-",
+                        attack=attack,
+                    )
+                )
+                entry[f"restored_{attack}"] = rate(called_fake[idx][labels == 1])
+            self.defense_rows.append(entry)
+
+    @torch.no_grad()
+    def _p_fake(self, detector: torch.nn.Module, crops: torch.Tensor) -> np.ndarray:
+        out = []
+        for s in batches(len(crops), self.o.batch_size):
+            x = crops[s].to(self.device).float() / 255
+            out.append(detector(x).float().softmax(1)[:, FAKE].cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    # --- plots ------------------------------------------------------------------------------------
+
+    def _plots(self, ds: Dataset) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for config in CONFIGS:
+            results = [
+                d
+                for d in self.detection
+                if d.dataset == str(ds.root)
+                and d.method == "detect_resnet50"
+                and d.config == config
+                and (d.test_maps == "xai" or d.maps == PGD_B)
+            ]
+            if not results:
+                continue
+            panels = ordered([d.maps for d in results], (*XAI_ORDER, PGD_B))
+            fig, axes = plt.subplots(
+                1, len(panels), figsize=(2.9 * len(panels), 3.4), squeeze=False
+            )
+            for ax, maps in zip(axes[0], panels, strict=True):
+                for d in results:
+                    if d.maps != maps or d.n_real == 0 or d.n_attacked == 0:
+                        continue
+                    fpr, tpr = roc_curve(d.scores, d.labels)
+                    ax.plot(fpr, tpr, lw=1.4, label=f"{attack_title(d.attack)} AUC {d.auc:.3f}")
+                ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
+                ax.set_title(XAI_TITLES.get(maps, maps), fontsize=9)
+                ax.set_xlabel("false positive rate", fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.set_aspect("equal")
+                ax.legend(fontsize=6.5, loc="lower right")
+            axes[0][0].set_ylabel("true positive rate", fontsize=8)
+            label = f"{self.o.label} — " if self.o.label else ""
+            fig.suptitle(
+                f"{label}Detect-ResNet50 ROC per attack — {ds.detector}, {CONFIG_TITLES[config]}",
+                fontsize=9,
+            )
+            fig.tight_layout()
+            path = self.o.out / f"roc_{ds.detector}_{config}.png"
+            fig.savefig(path, dpi=80, bbox_inches="tight")
+            plt.close(fig)
+            self.plots.append(path)
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def _write(self) -> Path:
+        out = self.o.out
+        _write_csv(out / "detector_precision.csv", self.precision)
+        _write_csv(out / "attack_detection.csv", [d.row() for d in self.detection])
+        _write_csv(out / "defenses.csv", self.defense_rows)
+        path = out / "tables.md"
+        atomic_write_text(path, self.markdown())
+        return path
+
+    def title(self, text: str) -> str:
+        return f"{text} ({self.o.label})" if self.o.label else text
+
+    def markdown(self) -> str:
+        parts = [f"# {self.title('Adversarial-attack detection on deepfake detectors')}", ""]
+        if self.o.label:
+            parts += [
+                f"> **{self.o.label} results.** Computed on the data and models named below; "
+                "not comparable with the paper's numbers.",
+                "",
+            ]
+        parts += [
+            f"Split: `{self.o.split}`. Datasets: "
+            + ", ".join(f"`{ds.root}` ({ds.detector})" for ds in self.datasets)
+            + ".",
+            "",
+        ]
+        parts += self._md_precision()
+        for n, config in ((3, "full"), (4, "head")):
+            parts += self._md_detection(n, config)
+        parts += self._md_comparison()
+        parts += self._md_defenses()
+        if self.plots:
+            parts += [f"## {self.title('ROC curves')}", ""]
+            parts += [f"![{p.stem}]({p.name})" for p in self.plots] + [""]
+        parts += [
+            "## Definitions",
+            "",
+            "* **Vid / F2F**: share of videos (majority vote of frames; fake when more than "
+            "half are called fake) / of frames given the right verdict — the paper's "
+            '"precision".',
+            "* **Detect-ResNet50 accuracy**: balanced accuracy (mean of per-class accuracies, "
+            "threshold 0.5) on the test faces the deepfake detector calls real: real faces "
+            "and the faces the attack fooled. `*`: the attack Detect-ResNet50 was trained on. "
+            "Averages leave out the PGD-B rows.",
+            "* **PGD-B**: trained and tested with black maps (crop only). **PGD-B†**: the model "
+            "trained with maps, tested on the PGD set with its maps blacked out.",
+            "* **Defenses**: the crop is transformed (median/Gaussian/average 3×3, JPEG "
+            'q70/80/90), the deepfake detector judges it again; "fake" counts as attacked. '
+            '"detector alone" is the undefended system (50% by construction: it calls '
+            "every one of these faces real).",
+            "",
+        ]
+        return "\n".join(parts)
+
+    def _md_precision(self) -> list[str]:
+        base = [p for p in self.precision if p["attack"] == "none"]
+        lines = [f"## {self.title('Table 1 — deepfake-detector precision before attack')}", ""]
+        lines.append(
+            md_table(
+                [
+                    "detector",
+                    "Real Vid",
+                    "Real F2F",
+                    "Fake Vid",
+                    "Fake F2F",
+                    "frames (real / fake)",
+                    "videos (real / fake)",
+                ],
+                [
+                    [
+                        p["detector"],
+                        pct(p["real_vid"]),
+                        pct(p["real_f2f"]),
+                        pct(p["fake_vid"]),
+                        pct(p["fake_f2f"]),
+                        f"{p['real_frames']} / {p['fake_frames']}",
+                        f"{p['real_videos']} / {p['fake_videos']}",
+                    ]
+                    for p in base
+                ],
+            )
+        )
+        detectors = list(dict.fromkeys(p["detector"] for p in base))
+        attacks = ordered(
+            [p["attack"] for p in self.precision if p["attack"] != "none"], ATTACK_ORDER
+        )
+        lines += [
+            "",
+            f"## {self.title('Table 2 — deepfake-detector precision on attacked fakes')}",
+            "",
+        ]
+        if attacks:
+            header = ["attack"] + [f"{d} {m}" for d in detectors for m in ("Vid", "F2F")]
+            header += [f"{d} attack success" for d in detectors]
+            rows = []
+            for a in attacks:
+                cells = [attack_title(a)]
+                found = {p["detector"]: p for p in self.precision if p["attack"] == a}
+                for d in detectors:
+                    p = found.get(d)
+                    cells += [pct(p["fake_vid"]), pct(p["fake_f2f"])] if p else ["–", "–"]
+                cells += [pct(found[d]["attack_success"]) if d in found else "–" for d in detectors]
+                rows.append(cells)
+            lines.append(md_table(header, rows))
+        else:
+            lines.append("No attacked faces in this split.")
+        return [*lines, ""]
+
+    def _md_detection(self, number: int, config: str) -> list[str]:
+        results = [
+            d for d in self.detection if d.method == "detect_resnet50" and d.config == config
+        ]
+        if not results:
+            return []
+        what = CONFIG_TITLES[config]
+        lines = [f"## {self.title(f'Table {number} — Detect-ResNet50 accuracy, {what}')}", ""]
+        for detector in dict.fromkeys(d.detector for d in results):
+            mine = [d for d in results if d.detector == detector]
+            trained = set().union(*(set(self._train_attacks(d.dataset)) for d in mine))
+            columns = ordered([d.maps for d in mine if d.maps != PGD_B], XAI_ORDER)
+            has_b = any(d.maps == PGD_B for d in mine)
+            header = ["attack", *(XAI_TITLES.get(c, c) for c in columns)]
+            header += [XAI_TITLES[PGD_B]] if has_b else []
+            attacks = ordered([d.attack for d in mine], ATTACK_ORDER)
+            get = {(d.maps, d.attack, d.test_maps): d.balanced_accuracy for d in mine}
+            rows, sums = [], defaultdict(list)
+            for a in attacks:
+                star = "*" if a in trained else ""
+                cells = [f"{attack_title(a)}{star}"]
+                for c in [*columns, *([PGD_B] if has_b else [])]:
+                    v = get.get((c, a, "zero" if c == PGD_B else "xai"), float("nan"))
+                    sums[c].append(v)
+                    cells.append(pct(v))
+                rows.append(cells)
+            rows.append(
+                [
+                    "**Average**",
+                    *(pct(_mean(sums[c])) for c in columns),
+                    *([pct(_mean(sums[PGD_B]))] if has_b else []),
+                ]
+            )
+            for a in attacks:
+                if a in trained and any(get.get((c, a, "zero")) is not None for c in columns):
+                    rows.append(
+                        [
+                            f"(PGD-B† {attack_title(a)})",
+                            *(f"({pct(get.get((c, a, 'zero'), float('nan')))})" for c in columns),
+                            *(["–"] if has_b else []),
+                        ]
+                    )
+            lines += [f"**{detector}**", "", md_table(header, rows), ""]
+        return lines
+
+    def _train_attacks(self, dataset: str) -> list[str]:
+        for ds in self.datasets:
+            if str(ds.root) == dataset:
+                return list(ds.info["attacks"]["train"])
+        return []
+
+    def _md_comparison(self) -> list[str]:
+        rows_d = [d for d in self.detection if d.test_maps != "zero" or d.maps == PGD_B]
+        if not rows_d:
+            return []
+        attacks = ordered([d.attack for d in rows_d], ATTACK_ORDER)
+        lines = [
+            f"## {self.title('Table 5 — Detect-ResNet50 vs input-transformation defenses')}",
+            "",
+            "Balanced accuracy (AUC in brackets) on the same test sets: real faces vs faces "
+            "the attack fooled.",
+            "",
+        ]
+        header = ["detector", "method", *(attack_title(a) for a in attacks), "mean"]
+        rows = []
+        keys = list(dict.fromkeys((d.detector, d.method, d.config, d.maps) for d in rows_d))
+        for detector, method, config, maps in keys:
+            mine = {
+                d.attack: d
+                for d in rows_d
+                if (d.detector, d.method, d.config, d.maps) == (detector, method, config, maps)
+            }
+            if method == "defense":
+                name = "detector alone" if maps == "none" else f"{defense_title(maps)} + detector"
+            else:
+                name = f"Detect-ResNet50 {config}, {XAI_TITLES.get(maps, maps)}"
+            cells = [detector, name]
+            for a in attacks:
+                d = mine.get(a)
+                cells.append(f"{pct(d.balanced_accuracy)} ({num(d.auc)})" if d else "–")
+            cells.append(pct(_mean([mine[a].balanced_accuracy for a in attacks if a in mine])))
+            rows.append(cells)
+        return [*lines, md_table(header, rows), ""]
+
+    def _md_defenses(self) -> list[str]:
+        if not self.defense_rows:
+            return []
+        attacks = ordered(
+            [
+                k[len("restored_") :]
+                for r in self.defense_rows
+                for k in r
+                if k.startswith("restored_")
+            ],
+            ATTACK_ORDER,
+        )
+        lines = [
+            f"## {self.title('Table 6 — defenses on clean and attacked test faces')}",
+            "",
+            "Per-class accuracy of the deepfake detector on the clean test faces after the "
+            "transform (on the stored 8-bit crops), and the share of fooled faces it calls "
+            "fake again.",
+            "",
+        ]
+        header = [
+            "detector",
+            "defense",
+            "clean real F2F",
+            "clean fake F2F",
+            *(f"restored {attack_title(a)}" for a in attacks),
+        ]
+        rows = [
+            [
+                r["detector"],
+                "none" if r["defense"] == "none" else defense_title(r["defense"]),
+                pct(r["real_f2f"]),
+                pct(r["fake_f2f"]),
+                *(pct(r.get(f"restored_{a}", float("nan"))) for a in attacks),
+            ]
+            for r in self.defense_rows
+        ]
+        return [*lines, md_table(header, rows), ""]
+
+
+def _mean(values: Sequence[float]) -> float:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="Write the paper's tables (Markdown + CSV) and ROC plots for built datasets "
+        "and finetuned Detect-ResNet50 models, with input-transformation baselines.",
+    )
+    p.add_argument("out", help="output folder")
+    p.add_argument("--dataset", action="append", required=True, help="dataset folder (repeat)")
+    p.add_argument("--models", action="append", default=[], help="finetune output folder (repeat)")
+    p.add_argument(
+        "--defenses",
+        help=f"comma-separated, or 'none' (default: all of {','.join(list_defenses())})",
+    )
+    p.add_argument("--label", default="", help="put this label in every title (e.g. PROXY)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.build_dataset import parse_list, setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging("evaluate", args.quiet)
+    defenses = None
+    if args.defenses is not None:
+        defenses = [] if args.defenses == "none" else parse_list(args.defenses)
+    options = EvalOptions(
+        out=Path(args.out),
+        datasets=[Path(d) for d in args.dataset],
+        models=[Path(m) for m in args.models],
+        defenses=defenses,
+        label=args.label,
+        split=args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    try:
+        path = Evaluation(options).run()
+    except VeritasError as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"tables written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
