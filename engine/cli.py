@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchmarks.cli import add_parser as add_bench_parser
 from engine.errors import ConfigError, VeritasError
+from engine.queue.cli import add_parsers as add_queue_parsers
 
 log = logging.getLogger("veritas")
 
@@ -231,7 +233,8 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
 
 # --- main ---------------------------------------------------------------------------------
 
-PARSERS = [add_run_parser, add_sample_parser, add_convert_parser]
+PARSERS = [add_run_parser, add_sample_parser, add_convert_parser, add_queue_parsers]
+PARSERS.append(add_bench_parser)  # veritas bench: benchmarks/cli.py
 
 
 def build_parser() -> argparse.ArgumentParser:

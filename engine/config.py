@@ -5,7 +5,10 @@ Sections and keys (see README "Configuration" and ``engine/configs/default.toml`
 ``[models]``    which detector, face detector and Detect-ResNet50, and their weights
 ``[faces]``     face-detection limits (``engine.faces.base.DetectionSettings``)
 ``[pipeline]``  device, batch size, thresholds, XAI method and map settings
-``[sources]``   sampling and input limits (``engine.sources.SourceSettings``)
+``[sources]``   sampling, decoder and input limits (``engine.sources.SourceSettings``)
+``[runtime]``   how the networks run: eager, torch.compile, ONNX Runtime or TensorRT, precision,
+                batch buckets (``engine.runtime``); never what the stages compute
+``[queue]``     the Redis job queue, its workers and their live feeds (:class:`QueueConfig`)
 
 Every value is checked for its key, type and range; a bad one raises
 :class:`~engine.errors.ConfigError` naming the key, the value and what is expected.
@@ -30,6 +33,26 @@ from engine.faces.base import DetectionSettings
 from engine.sources import SourceSettings
 
 XAI_METHODS = ("guided_backprop", "saliency", "input_x_gradient", "integrated_gradients")
+
+LIVE_MODES = ("realtime", "lossless")
+"""How a worker reads live feeds: drop frames when behind, or never drop (see README)."""
+
+DEFAULT_ALLOWED_SCHEMES = (
+    "file",
+    "http",
+    "https",
+    "rtmp",
+    "rtmps",
+    "rtsp",
+    "rtsps",
+    "srt",
+    "tcp",
+    "udp",
+)
+"""URL schemes a worker opens by default; ``file`` URLs are also held to ``allowed_roots``."""
+RUNTIME_BACKENDS = ("eager", "compile", "onnx", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 
 
 @dataclass(frozen=True)
@@ -101,11 +124,166 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the networks run (``engine.runtime``): settings of speed, never of results.
+
+    Every backend computes the same stages; they differ in float rounding only (ONNX and
+    TensorRT are checked against eager when they are built).
+    """
+
+    backend: str = "eager"
+    """``eager`` (PyTorch), ``compile`` (torch.compile; forward and XAI backward),
+    ``onnx`` (ONNX Runtime; forward-only passes) or ``tensorrt`` (optional extra)."""
+    precision: str = "fp32"
+    """``fp32``, or autocast to ``bf16``/``fp16`` for the PyTorch passes (TensorRT: fp16
+    kernels allowed for both)."""
+    channels_last: bool = True
+    """Run convolutions in NHWC memory format (tensor-core kernels on GPUs; on a CPU,
+    oneDNN's NHWC kernels: measured 1.3-2x faster for XceptionNet, ``benchmarks/``)."""
+    cuda_graphs: bool = True
+    """``compile`` on CUDA: replay each batch bucket as a CUDA graph (mode reduce-overhead)."""
+    compile_backend: str = "inductor"
+    """``compile``: torch.compile backend (``aot_eager``/``eager`` are for debugging and tests)."""
+    batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    """``compile``/``tensorrt``: faces per pass are padded up to the next bucket (fixed shapes:
+    one compiled graph per bucket); larger batches run in chunks of the largest bucket."""
+    fuse_classify_xai: bool = True
+    """One forward of the detector with gradients gives p_fake and, by one backward, the
+    XAI map (saliency, input x gradient, guided backprop; eager and compile backends)."""
+    export_dir: str = ""
+    """Where ONNX and TensorRT files are written and reused; empty = a temporary folder."""
+    check_tolerance: float = 1e-3
+    """ONNX/TensorRT: largest |logit difference| to eager accepted when a pass is built."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in RUNTIME_BACKENDS:
+            raise ConfigError("runtime.backend", self.backend, " or ".join(RUNTIME_BACKENDS))
+        if self.precision not in PRECISIONS:
+            raise ConfigError("runtime.precision", self.precision, " or ".join(PRECISIONS))
+        if self.compile_backend not in COMPILE_BACKENDS:
+            raise ConfigError(
+                "runtime.compile_backend", self.compile_backend, " or ".join(COMPILE_BACKENDS)
+            )
+        buckets = self.batch_buckets
+        if (
+            not isinstance(buckets, list | tuple)
+            or not buckets
+            or not all(isinstance(b, int) and not isinstance(b, bool) for b in buckets)
+            or list(buckets) != sorted(set(buckets))
+            or not 1 <= buckets[0] <= buckets[-1] <= 4096
+        ):
+            raise ConfigError(
+                "runtime.batch_buckets",
+                buckets,
+                "increasing integers from 1 to 4096, e.g. [1, 2, 4, 8, 16, 32, 64]",
+            )
+        object.__setattr__(self, "batch_buckets", tuple(buckets))
+        _check_range("runtime.check_tolerance", self.check_tolerance, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The Redis job queue (``engine.queue``): keys, delivery, limits, live feeds."""
+
+    prefix: str = "veritas:"
+    """Prefix of every Redis key (``veritas:jobs``, ``veritas:job:<id>``, ...)."""
+    concurrency: int = 4
+    """Jobs one worker holds at once; their frames share batches."""
+    claim_idle_s: float = 60.0
+    """A job whose worker has not renewed its claim for this long is reclaimed."""
+    heartbeat_s: float = 10.0
+    """Workers renew the claims of their jobs this often (at most claim_idle_s / 2)."""
+    max_attempts: int = 3
+    """A job that fails (or whose worker dies) this many times goes to the dead stream."""
+    max_queue_length: int = 10_000
+    """``submit`` refuses new jobs while this many are waiting or running."""
+    max_payload_bytes: int = 16_384
+    """Job payloads over this size are refused without being decoded."""
+    results_max_len: int = 100_000
+    """Frame records kept per job; older ones are trimmed as new ones arrive."""
+    results_ttl_s: float = 604_800.0
+    """A finished job's hash and results expire this long after it ends (7 days)."""
+    dead_max_len: int = 10_000
+    """Entries kept in the dead-letter stream (oldest trimmed first)."""
+    allowed_roots: tuple[str, ...] = ()
+    """Folders whose files jobs may read; empty: no local files (URLs only)."""
+    allowed_schemes: tuple[str, ...] = DEFAULT_ALLOWED_SCHEMES
+    """URL schemes jobs may use."""
+    max_job_duration_s: float = 0.0
+    """Longest stream time a job may ask for; 0: no limit (live feeds run until cancelled)."""
+    live_mode: str = "realtime"
+    """Default mode of URL sources: ``realtime`` (drop frames when behind) or ``lossless``."""
+    live_buffer_frames: int = 16
+    """Frames a live feed buffers; in real-time mode the oldest is dropped beyond this."""
+    live_open_timeout_s: float = 10.0
+    """Give up connecting to a feed after this long (then back off and retry)."""
+    live_read_timeout_s: float = 5.0
+    """A feed that sends nothing for this long is dropped and reconnected."""
+    live_reconnect_min_s: float = 0.5
+    """First wait before reconnecting a dropped feed; doubles on each failure."""
+    live_reconnect_max_s: float = 10.0
+    """Longest wait between reconnection attempts."""
+    live_give_up_s: float = 120.0
+    """A feed that yields no frame for this long (reconnecting all along) fails its job."""
+    poll_s: float = 1.0
+    """Longest a worker blocks waiting for jobs; also its reaction time to signals."""
+    trim_interval_s: float = 30.0
+    """How often a worker trims acknowledged jobs from the jobs stream."""
+    stall_timeout_s: float = 300.0
+    """A worker whose loop has not turned for this long stops renewing claims and
+    reports unhealthy, so its jobs go to other workers."""
+    consumer_ttl_s: float = 3_600.0
+    """Consumers idle this long with no pending job are removed from the group."""
+    metrics_port: int = 0
+    """Port of a worker's /metrics and /healthz HTTP endpoint; 0: off."""
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ConfigError("queue.prefix", self.prefix, "a non-empty string without spaces")
+        _check_range("queue.concurrency", self.concurrency, 1, 1024)
+        _check_range("queue.claim_idle_s", self.claim_idle_s, 0.5, 86_400)
+        _check_range("queue.heartbeat_s", self.heartbeat_s, 0.05, self.claim_idle_s / 2)
+        _check_range("queue.max_attempts", self.max_attempts, 1, 1000)
+        _check_range("queue.max_queue_length", self.max_queue_length, 1, 1 << 40)
+        _check_range("queue.max_payload_bytes", self.max_payload_bytes, 256, 1 << 26)
+        _check_range("queue.results_max_len", self.results_max_len, 1, 1 << 40)
+        _check_range("queue.results_ttl_s", self.results_ttl_s, 1, 10 * 365 * 86_400)
+        _check_range("queue.dead_max_len", self.dead_max_len, 1, 1 << 40)
+        for root in self.allowed_roots:
+            if not root or not Path(root).is_absolute():
+                raise ConfigError("queue.allowed_roots", root, "absolute folder paths")
+        for scheme in self.allowed_schemes:
+            if not scheme.isascii() or not scheme.isalnum() or scheme != scheme.lower():
+                raise ConfigError("queue.allowed_schemes", scheme, "lower-case URL schemes")
+        _check_range("queue.max_job_duration_s", self.max_job_duration_s, 0, 1e12)
+        if self.live_mode not in LIVE_MODES:
+            raise ConfigError("queue.live_mode", self.live_mode, " or ".join(LIVE_MODES))
+        _check_range("queue.live_buffer_frames", self.live_buffer_frames, 1, 4096)
+        _check_range("queue.live_open_timeout_s", self.live_open_timeout_s, 0.1, 3600)
+        _check_range("queue.live_read_timeout_s", self.live_read_timeout_s, 0.1, 3600)
+        _check_range("queue.live_reconnect_min_s", self.live_reconnect_min_s, 0.01, 3600)
+        _check_range(
+            "queue.live_reconnect_max_s",
+            self.live_reconnect_max_s,
+            self.live_reconnect_min_s,
+            3600,
+        )
+        _check_range("queue.live_give_up_s", self.live_give_up_s, 0.1, 1e9)
+        _check_range("queue.poll_s", self.poll_s, 0.05, 10)
+        _check_range("queue.trim_interval_s", self.trim_interval_s, 0.1, 86_400)
+        _check_range("queue.stall_timeout_s", self.stall_timeout_s, 1, 86_400)
+        _check_range("queue.consumer_ttl_s", self.consumer_ttl_s, 1, 1e9)
+        _check_range("queue.metrics_port", self.metrics_port, 0, 65_535)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     faces: DetectionSettings = field(default_factory=DetectionSettings)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sources: SourceSettings = field(default_factory=SourceSettings)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -161,8 +339,13 @@ def _build_section(cls: type, section: str, table: Mapping[str, Any]) -> Any:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a field's type hint (int, float, str, bool, X | None)."""
+    """Check ``value`` against a field's type hint (int, float, str, bool, X | None,
+    tuple[str, ...])."""
     args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, value, "a list of strings")
+        return tuple(_coerce(key, v, args[0]) for v in value)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         inner = [a for a in args if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "")):

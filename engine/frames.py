@@ -23,7 +23,8 @@ class Frame:
     pts: float
     """Presentation time in seconds from the start of the source."""
     image: np.ndarray = field(repr=False)
-    """uint8 RGB, shape (height, width, 3)."""
+    """uint8 RGB, shape (height, width, 3); a uint8 torch tensor of that shape when a
+    decoder leaves frames on a GPU (DALI, ``engine.sources.dali``)."""
 
     @property
     def height(self) -> int:
@@ -53,9 +54,16 @@ class FrameBatch:
             raise ValueError("a FrameBatch needs at least one frame")
         h = max(f.height for f in frames)
         w = max(f.width for f in frames)
-        images = torch.zeros(len(frames), h, w, 3, dtype=torch.uint8, pin_memory=pin_memory)
+        # Frames decoded on a GPU are batched there (device-to-device copies).
+        first = frames[0].image
+        device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+        pin = pin_memory and device.type == "cpu"
+        images = torch.zeros(len(frames), h, w, 3, dtype=torch.uint8, device=device, pin_memory=pin)
         for i, f in enumerate(frames):
-            images[i, : f.height, : f.width] = torch.from_numpy(np.ascontiguousarray(f.image))
+            image = f.image
+            if not isinstance(image, torch.Tensor):
+                image = torch.from_numpy(np.ascontiguousarray(image))
+            images[i, : f.height, : f.width] = image
         sizes = torch.tensor([[f.height, f.width] for f in frames], dtype=torch.long)
         return cls(
             images=images,

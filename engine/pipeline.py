@@ -1,51 +1,84 @@
 """The detection pipeline: frames in, one frame record per frame out.
 
-Stages (``DESIGN.md``, data flow), each timed per batch:
+Stages (``DESIGN.md``, data flow), each timed per batch, with where they run:
 
-``detect``       face detector f: boxes per frame
-``crop``         enlarge each box (``box_scale``), crop, resize to g's input size
-``classify``     deepfake detector g: ``p_fake`` per face; ``p_fake >= fake_threshold``
-                 is ``fake``
-``xai``          for the faces g calls real: the XAI map of g's "real" logit
-                 (``engine.xai.attribute``) — one batched backward pass (Integrated
-                 Gradients: one batch of ``ig_steps`` interpolations)
-``adversarial``  Detect-ResNet50 d(crop, map): ``p_attacked``; ``>= attacked_threshold``
-                 is ``attacked``, else ``real``
+===============  ==========================================================  ===============
+stage            computes                                                    runs on
+===============  ==========================================================  ===============
+``detect``       face detector f: boxes per frame                            CPU (Haar) or
+                                                                             the device
+                                                                             (RetinaFace)
+``crop``         enlarge each box (``box_scale``), crop, resize to g's       device
+                 input size (``engine.faces.crop``)
+``classify``     deepfake detector g: ``p_fake`` per face; ``p_fake >=       device
+                 fake_threshold`` is ``fake``
+``xai``          for the faces g calls real: the XAI map of g's "real"       device
+                 logit (``engine.xai``), one batched backward pass
+                 (Integrated Gradients: one batch of ``ig_steps``
+                 interpolations)
+``adversarial``  Detect-ResNet50 d(crop, map): ``p_attacked``; ``>=          device
+                 attacked_threshold`` is ``attacked``, else ``real``
+===============  ==========================================================  ===============
 
-What the stages compute is fixed by the models and :class:`~engine.config.PipelineConfig`;
-where they run (device) and how frames are batched is decided by the caller
-(``engine.runner``, the queue workers). The crop and the map preparation are the
-functions ``training/`` uses to build Detect-ResNet50's data sets.
+What the stages compute is fixed by the models and :class:`~engine.config.PipelineConfig`.
+How the networks run is the runtime's business (:mod:`engine.runtime`,
+:class:`~engine.config.RuntimeConfig`: eager, ``torch.compile``, ONNX Runtime, TensorRT;
+precision; batch buckets); where frames come from and how they are batched is the
+caller's (``engine.runner``, the queue workers). The crop and the map preparation are
+the functions ``training/`` uses to build Detect-ResNet50's data sets.
+
+**Fused classify + XAI.** For the gradient methods (Guided Backprop, saliency,
+input × gradient) with a differentiable runtime and ``runtime.fuse_classify_xai``, one
+forward of g *with gradients* gives every face's ``p_fake``, and one backward of the
+"real" logits of the faces called real gives their attributions: the forward is not run
+twice. For Guided Backprop the forward runs through g's guided twin
+(:func:`engine.xai.guided_model`), whose outputs equal g's. Unfused (Integrated
+Gradients, ONNX/TensorRT runtimes), classification is a no-grad forward and the XAI pass
+is :func:`engine.xai.attribute` on the runtime's gradient pass.
+
+**Host↔device traffic per batch:** frames go to the device once (from pinned memory
+when the caller pins them); per-face results come back once per stage as whole tensors
+(``p_fake``, then ``p_attacked``), never face by face.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from engine.config import Config, PipelineConfig
+from engine.config import Config, PipelineConfig, RuntimeConfig
 from engine.faces import (
     FaceDetector,
     create_face_detector,
     crop_faces,
     enlarge_boxes,
-    resize_images,
 )
-from engine.frames import FrameBatch
+from engine.frames import Frame, FrameBatch
 from engine.models import create_model
 from engine.records import FaceResult, FrameRecord, Verdict
-from engine.xai import attribute, prepare_map
+from engine.runtime import Runtime, create_runtime
+from engine.xai import attribute, guided_model, prepare_map
+from engine.xai.maps import detect_resnet_inputs
 
 log = logging.getLogger(__name__)
 
 STAGES = ("detect", "crop", "classify", "xai", "adversarial")
 REAL, FAKE = 0, 1
+
+MAX_DETECTED_AHEAD = 4096
+"""Boxes :meth:`Pipeline.detect_ahead` may hold for frames not analysed yet."""
+
+FUSABLE_METHODS = ("guided_backprop", "saliency", "input_x_gradient")
+"""XAI methods that are one backward of the classifying forward (fusable with ``classify``)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -71,9 +104,9 @@ class FaceBatch:
     """(M, 3, S, S) prepared XAI maps (zeros for unchecked faces), when asked for."""
 
     def verdict(self, i: int, fake_threshold: float, attacked_threshold: float) -> Verdict:
-        if self.p_fake[i] >= fake_threshold:
-            return Verdict.FAKE
-        return Verdict.ATTACKED if self.p_attacked[i] >= attacked_threshold else Verdict.REAL
+        return _verdict(
+            float(self.p_fake[i]), float(self.p_attacked[i]), fake_threshold, attacked_threshold
+        )
 
 
 @dataclass
@@ -93,12 +126,26 @@ class Pipeline:
         adversarial: nn.Module,
         settings: PipelineConfig,
         device: torch.device,
+        runtime: RuntimeConfig | None = None,
+        face_detector_factory: Callable[[], FaceDetector] | None = None,
     ) -> None:
+        """``face_detector_factory`` makes more face detectors like ``face_detector``:
+        :meth:`detect_ahead` then gives each reader thread its own (detectors such as
+        OpenCV's cascades cannot be shared by threads) instead of taking turns."""
         self.face_detector = face_detector
         self.detector = detector.to(device).eval()
         self.adversarial = adversarial.to(device).eval()
         self.settings = settings
         self.device = device
+        self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
+        self._passes: dict[str, nn.Module] = {}
+        self._ahead: dict[tuple[str, int, float], Tensor] = {}
+        self._ahead_lock = threading.Lock()  # guards _ahead
+        self._detector_lock = threading.Lock()  # one detection at a time on face_detector
+        self._face_detector_factory = face_detector_factory
+        self._thread_detectors = threading.local()
+        self.detect_ahead_ms = 0.0
+        """Time :meth:`detect_ahead` spent detecting, in ms (reader threads; a counter)."""
 
     @classmethod
     def from_config(cls, config: Config) -> Pipeline:
@@ -114,7 +161,20 @@ class Pipeline:
         adversarial = create_model(
             m.adversarial, weights=m.adversarial_weights or None, kind="adversarial"
         )
-        return cls(face_detector, detector, adversarial, config.pipeline, device)
+        return cls(
+            face_detector,
+            detector,
+            adversarial,
+            config.pipeline,
+            device,
+            config.runtime,
+            face_detector_factory=lambda: create_face_detector(
+                m.face_detector,
+                weights=m.face_detector_weights or None,
+                settings=config.faces,
+                device=device,
+            ),
+        )
 
     @property
     def untrained_parts(self) -> list[str]:
@@ -129,14 +189,163 @@ class Pipeline:
     def weights_status(self) -> str:
         return "untrained" if self.untrained_parts else "trained"
 
+    @property
+    def fused(self) -> bool:
+        """Whether classification and XAI share one forward pass (see the module doc)."""
+        return (
+            self.runtime.settings.fuse_classify_xai
+            and self.runtime.differentiable
+            and self.settings.xai_method in FUSABLE_METHODS
+        )
+
+    @property
+    def batched_detector(self) -> bool:
+        """Whether the face detector runs once per batch (on the device) or per frame (CPU)."""
+        return bool(getattr(getattr(self.face_detector, "cfg", None), "batched", False))
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Where each stage runs: ``"cpu"`` or the pipeline's device."""
+        device = str(self.device)
+        return {
+            "detect": device if self.batched_detector else "cpu",
+            **{stage: device for stage in STAGES[1:]},
+        }
+
+    def with_settings(self, **changes: object) -> Pipeline:
+        """This pipeline with other stage settings (``xai_method=...``), sharing its models,
+        runtime and built passes (a compiled graph is not compiled twice)."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, **changes)  # type: ignore[arg-type]
+        return other
+
+    # --- the networks' passes (built once by the runtime) ----------------------------------
+
+    def network_pass(self, name: str) -> nn.Module:
+        """The runtime's pass ``classify``, ``gradient`` or ``adversarial`` (built lazily).
+
+        ``gradient`` is the detector's differentiable pass: through its guided twin for
+        Guided Backprop, the detector itself otherwise.
+        """
+        key = name
+        if name == "gradient":
+            key = "gradient-guided" if self.settings.xai_method == "guided_backprop" else name
+        built = self._passes.get(key)
+        if built is None:
+            built = self._passes[key] = self._build_pass(key)
+        return built
+
+    def _build_pass(self, name: str) -> nn.Module:
+        size = self.detector.cfg.input_size
+        crops = torch.rand(2, 3, size, size, device=self.device)
+        if name == "classify":
+            return self.runtime.forward_pass(self.detector, (crops,), "detector")
+        if name == "gradient":
+            return self.runtime.gradient_pass(self.detector, (crops,), "detector-gradient")
+        if name == "gradient-guided":
+            twin = guided_model(self.detector)
+            return self.runtime.gradient_pass(twin, (crops,), "detector-guided")
+        if name == "adversarial":
+            size = self.adversarial.cfg.input_size
+            x = torch.rand(2, 3, size, size, device=self.device)
+            return self.runtime.forward_pass(NormalizedPairs(self.adversarial), (x, x), name)
+        raise KeyError(f"no network pass {name!r}")
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Build every pass the configuration uses and run each at ``batch_sizes`` faces.
+
+        With the compiled runtime this compiles (and captures) one graph per bucket, so
+        the first frames are not slowed by compilation.
+        """
+        size = self.detector.cfg.input_size
+        for n in batch_sizes:
+            crops = torch.rand(n, 3, size, size, device=self.device)
+            self.runtime.begin_step()
+            if self.fused:
+                self.classify_and_explain(crops, explain_all=True)
+            else:
+                self.classify(crops)
+                self.explain(crops)
+            self.check(crops, torch.zeros_like(crops), keep_maps=False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     # --- stages ---------------------------------------------------------------------------
 
-    def detect(self, batch: FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """All faces of the batch: ``(frame_ids (M,), boxes (M, 5))`` on the CPU."""
-        per_frame = self.face_detector.detect(batch.images, batch.sizes)
+    def detect(
+        self, batch: FrameBatch, images: Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All faces of the batch: ``(frame_ids (M,), boxes (M, 5))`` on the CPU.
+
+        A batched face detector gets ``images`` (the batch already on the device) when
+        given; a per-frame CPU detector reads the host copy, except for frames whose
+        boxes :meth:`detect_ahead` already found.
+        """
+        if self.batched_detector:
+            per_frame = self.face_detector.detect(
+                batch.images if images is None else images, batch.sizes
+            )
+        else:
+            per_frame = self._per_frame_boxes(batch)
         frame_ids = torch.cat([torch.full((len(b),), i) for i, b in enumerate(per_frame)])
         boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 5)
         return frame_ids.long(), boxes.reshape(-1, 5)
+
+    def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """``frames``, each first run through a per-frame (CPU) face detector.
+
+        Wrap a source's frames with this in its reader thread (``StreamMuxer.add``):
+        detection then runs as frames are decoded, overlapping the model stages of the
+        batches before, and :meth:`analyze` takes the boxes found (its ``detect`` stage
+        costs nothing for those frames). Each reader thread detects with its own detector
+        when the pipeline has a ``face_detector_factory`` (``from_config`` gives one);
+        otherwise the threads take turns on ``face_detector``. Batched face detectors are
+        left to :meth:`analyze`: frames pass through unchanged.
+        """
+        for frame in frames:
+            if not self.batched_detector:
+                image = frame.image
+                if not isinstance(image, Tensor):
+                    image = torch.from_numpy(image)
+                sizes = torch.tensor([[frame.height, frame.width]])
+                start = time.perf_counter()
+                own = self._own_detector()
+                if own is None:
+                    with self._detector_lock:
+                        (boxes,) = self.face_detector.detect(image[None], sizes)
+                else:
+                    (boxes,) = own.detect(image[None], sizes)
+                with self._ahead_lock:
+                    self.detect_ahead_ms += (time.perf_counter() - start) * 1000
+                    if len(self._ahead) >= MAX_DETECTED_AHEAD:  # frames never analysed
+                        log.warning(
+                            "detect_ahead: %d boxes never used; dropped", MAX_DETECTED_AHEAD
+                        )
+                        self._ahead.clear()
+                    self._ahead[(frame.source, frame.index, frame.pts)] = boxes
+            yield frame
+
+    def _own_detector(self) -> FaceDetector | None:
+        """This thread's own face detector (made once per thread), None without a factory."""
+        if self._face_detector_factory is None:
+            return None
+        detector = getattr(self._thread_detectors, "detector", None)
+        if detector is None:
+            detector = self._thread_detectors.detector = self._face_detector_factory()
+        return detector
+
+    def _per_frame_boxes(self, batch: FrameBatch) -> list[Tensor]:
+        keys = zip(batch.sources, batch.indices, batch.pts, strict=True)
+        with self._ahead_lock:
+            found = [self._ahead.pop(key, None) for key in keys]
+        missing = [i for i, boxes in enumerate(found) if boxes is None]
+        if missing:
+            idx = torch.tensor(missing)
+            with self._detector_lock:
+                fresh = self.face_detector.detect(batch.images[idx], batch.sizes[idx])
+            for i, boxes in zip(missing, fresh, strict=True):
+                found[i] = boxes
+        return found  # type: ignore[return-value]
 
     def crop(
         self,
@@ -154,13 +363,13 @@ class Pipeline:
         crops = crop_faces(images, crop_boxes, frame_ids, self.detector.cfg.input_size)
         return crop_boxes, crops
 
-    @torch.no_grad()
     def classify(self, crops: torch.Tensor) -> torch.Tensor:
-        """p_fake per crop."""
-        return self.detector(crops).softmax(dim=1)[:, FAKE]
+        """p_fake per crop (a no-grad forward of the runtime's classification pass)."""
+        logits = self.network_pass("classify")(crops)
+        return logits.float().softmax(dim=1)[:, FAKE]
 
     def explain(self, crops: torch.Tensor) -> torch.Tensor:
-        """Attribution of the detector's "real" logit for each crop."""
+        """Attribution of the detector's "real" logit for each crop (``engine.xai``)."""
         s = self.settings
         options: dict[str, object] = {}
         if s.xai_method == "integrated_gradients":
@@ -168,47 +377,113 @@ class Pipeline:
                 "n_steps": s.ig_steps,
                 "internal_batch_size": s.ig_internal_batch_size or None,
             }
-        return attribute(self.detector, crops, REAL, s.xai_method, **options)
+        if s.xai_method == "guided_backprop":
+            # The gradient pass already runs through the guided twin: plain gradient of it.
+            return attribute(self.network_pass("gradient"), crops, REAL, "saliency", abs=False)
+        return attribute(self.network_pass("gradient"), crops, REAL, s.xai_method, **options)
 
-    @torch.no_grad()
     def check(
-        self, crops: torch.Tensor, attributions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(p_attacked, prepared maps)`` from Detect-ResNet50."""
-        size = self.adversarial.cfg.input_size
-        maps = prepare_map(
-            attributions, self.settings.xai_method, size, quantile=self.settings.map_quantile
+        self, crops: torch.Tensor, attributions: torch.Tensor, keep_maps: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(p_attacked, prepared maps or None)`` from Detect-ResNet50.
+
+        Its input (resized crops and maps, normalized) is built in one pass by
+        :func:`engine.xai.maps.detect_resnet_inputs` (a fused kernel on CUDA); the maps
+        themselves (:func:`engine.xai.prepare_map`) are computed only for ``keep_maps``.
+        """
+        s, cfg = self.settings, self.adversarial.cfg
+        stacked = detect_resnet_inputs(
+            crops, attributions, s.xai_method, cfg.input_size, cfg.mean, cfg.std, s.map_quantile
         )
-        logits = self.adversarial(resize_images(crops, size), maps)
-        return logits.softmax(dim=1)[:, 1], maps
+        logits = self.network_pass("adversarial")(*stacked.chunk(2))
+        maps = None
+        if keep_maps:
+            maps = prepare_map(attributions, s.xai_method, cfg.input_size, s.map_quantile)
+        return logits.float().softmax(dim=1)[:, 1], maps
+
+    def classify_and_explain(
+        self, crops: Tensor, explain_all: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Fused classify + XAI: ``(p_fake on the CPU, indices of the faces called real,
+        their attributions or None)``; ``explain_all`` explains every face.
+
+        Needs :attr:`fused`. One forward of the gradient pass over all faces, then one
+        backward of the sum of the real faces' "real" logits (faces are independent in
+        eval mode, so each face's input gradient is its own).
+        """
+        x, logits = self._forward_with_grad(crops)
+        p_fake = _p_fake(logits, len(crops))
+        if explain_all:
+            real = torch.arange(len(crops))
+        else:
+            real = (p_fake < self.settings.fake_threshold).nonzero().flatten()
+        if len(real) == 0 or logits is None:
+            return p_fake, real, None
+        return p_fake, real, self._backward(crops, x, logits, real)
+
+    def _forward_with_grad(self, crops: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(leaf input, logits with their graph)``; logits None for no crops."""
+        x = crops.detach().requires_grad_(True)
+        if len(crops) == 0:
+            return x, None
+        with torch.enable_grad():
+            return x, self.network_pass("gradient")(x)
+
+    def _backward(self, crops: Tensor, x: Tensor, logits: Tensor, real: Tensor) -> Tensor:
+        """The fused XAI step: attributions of the faces ``real`` from the kept graph."""
+        idx = real.to(logits.device)
+        (grad,) = torch.autograd.grad(logits[idx, REAL].sum(), x)
+        grad = grad[idx]
+        method = self.settings.xai_method
+        if method == "saliency":
+            return grad.abs()
+        if method == "input_x_gradient":
+            return crops[idx].detach() * grad
+        return grad
 
     # --- the whole batch --------------------------------------------------------------------
 
     def analyze(self, batch: FrameBatch, job: str = "", keep_maps: bool = False) -> BatchResult:
         timer = _StageTimer(self.device)
         s = self.settings
-        with timer("detect"):
-            frame_ids, boxes = self.detect(batch)
+        self.runtime.begin_step()
+        # One host->device copy per batch, issued first so it overlaps CPU detection.
         images = batch.images.to(self.device, non_blocking=True)
+        with timer("detect"):
+            frame_ids, boxes = self.detect(batch, images)
         with timer("crop"):
             crop_boxes, crops = self.crop(images, batch.sizes, frame_ids, boxes)
-        with timer("classify"):
-            p_fake = self.classify(crops)
-        real = (p_fake < s.fake_threshold).nonzero().flatten()
+        attributions: Tensor | None = None
+        if self.fused:
+            with timer("classify"):
+                x, logits = self._forward_with_grad(crops)
+                p_fake = _p_fake(logits, len(crops))
+            real = (p_fake < s.fake_threshold).nonzero().flatten()
+            with timer("xai"):
+                if len(real) and logits is not None:
+                    attributions = self._backward(crops, x, logits, real)
+            del x, logits  # frees the forward's graph
+        else:
+            with timer("classify"):
+                p_fake = self.classify(crops).cpu() if len(crops) else torch.zeros(0)
+            real = (p_fake < s.fake_threshold).nonzero().flatten()
+            with timer("xai"):
+                if len(real):
+                    attributions = self.explain(crops[real.to(self.device)])
         p_attacked = torch.full((len(boxes),), float("nan"))
         maps = None
         if keep_maps:
             size = self.adversarial.cfg.input_size
             maps = torch.zeros(len(boxes), 3, size, size)
-        with timer("xai"):
-            attributions = self.explain(crops[real]) if len(real) else None
         with timer("adversarial"):
             if attributions is not None:
-                p_att, real_maps = self.check(crops[real], attributions)
-                p_attacked[real.cpu()] = p_att.float().cpu()
-                if maps is not None:
-                    maps[real.cpu()] = real_maps.float().cpu()
-        faces = FaceBatch(frame_ids, boxes, crop_boxes, p_fake.float().cpu(), p_attacked, maps)
+                p_att, real_maps = self.check(
+                    crops[real.to(self.device)], attributions, keep_maps=keep_maps
+                )
+                p_attacked[real] = p_att.float().cpu()
+                if maps is not None and real_maps is not None:
+                    maps[real] = real_maps.float().cpu()
+        faces = FaceBatch(frame_ids, boxes, crop_boxes, p_fake.float(), p_attacked, maps)
         per_frame_ms = {k: v / len(batch) for k, v in timer.ms.items()}
         per_frame_ms["total"] = sum(per_frame_ms.values())
         records = self._records(batch, faces, job, per_frame_ms)
@@ -219,14 +494,18 @@ class Pipeline:
     ) -> list[FrameRecord]:
         s = self.settings
         per_frame: list[list[FaceResult]] = [[] for _ in range(len(batch))]
+        # Whole tensors to Python once, not element by element.
+        p_fake = faces.p_fake.tolist()
+        p_attacked = faces.p_attacked.tolist()
+        boxes = faces.boxes[:, :4].tolist()
         for i, fid in enumerate(faces.frame_ids.tolist()):
-            p_att = faces.p_attacked[i].item()
+            p_att = p_attacked[i]
             per_frame[fid].append(
                 FaceResult(
-                    box=tuple(faces.boxes[i, :4].tolist()),
-                    p_fake=faces.p_fake[i].item(),
+                    box=tuple(boxes[i]),
+                    p_fake=p_fake[i],
                     p_attacked=None if p_att != p_att else p_att,  # NaN: not checked
-                    verdict=faces.verdict(i, s.fake_threshold, s.attacked_threshold),
+                    verdict=_verdict(p_fake[i], p_att, s.fake_threshold, s.attacked_threshold),
                 )
             )
         weights = self.weights_status
@@ -244,8 +523,41 @@ class Pipeline:
         ]
 
 
+class NormalizedPairs(nn.Module):
+    """Detect-ResNet50 on its normalized inputs: ``forward(crops, maps)`` is
+    ``model.forward_stacked(cat([crops, maps]))`` (both already normalized, as
+    :func:`engine.xai.maps.detect_resnet_inputs` gives them). Two inputs, so a runtime
+    can pad each to a batch bucket."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: Tensor, maps: Tensor) -> Tensor:
+        return self.model.forward_stacked(torch.cat([crops, maps]))
+
+
+def _verdict(
+    p_fake: float, p_attacked: float, fake_threshold: float, attacked_threshold: float
+) -> Verdict:
+    if p_fake >= fake_threshold:
+        return Verdict.FAKE
+    return Verdict.ATTACKED if p_attacked >= attacked_threshold else Verdict.REAL
+
+
+def _p_fake(logits: Tensor | None, n: int) -> Tensor:
+    """p_fake on the CPU from the detector's logits (one device->host copy)."""
+    if logits is None:
+        return torch.zeros(n)
+    return logits.detach().float().softmax(dim=1)[:, FAKE].cpu()
+
+
 class _StageTimer:
-    """Wall time per stage in ms; synchronizes CUDA so GPU work is counted in its stage."""
+    """Wall time per stage in ms; synchronizes CUDA so GPU work is counted in its stage.
+
+    Each stage is also a ``torch.profiler`` range named ``veritas.<stage>``, so a profile
+    splits CPU and GPU time by stage (``benchmarks``, the profile workload).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -255,7 +567,8 @@ class _StageTimer:
     def __call__(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with torch.profiler.record_function(f"veritas.{stage}"):
+                yield
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

@@ -26,6 +26,8 @@ from engine.sources.sampler import FrameSampler
 from engine.sources.settings import SourceSettings
 from engine.sources.video import VideoFileSource
 
+from engine.sources import live  # noqa: E402, F401  (registers the live feed URL schemes)
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DecodedFrame",

@@ -6,7 +6,8 @@
   feeds register theirs with :func:`register_scheme`), else UnsupportedSourceError;
 * an existing folder → :class:`~engine.sources.images.ImageFolderSource`;
 * a file with an image extension → :class:`~engine.sources.images.ImageFileSource`;
-* any other existing file → :class:`~engine.sources.video.VideoFileSource`;
+* any other existing file → a video source: :class:`~engine.sources.video.VideoFileSource`
+  (PyAV) or DALI's, as ``settings.decoder`` says (:func:`engine.sources.dali.open_video_file`);
 * a missing path → :class:`~engine.errors.InputNotFoundError`.
 
     >>> @register_scheme("rtsp", "rtsps")
@@ -23,9 +24,9 @@ from urllib.parse import unquote, urlparse
 
 from engine.errors import InputNotFoundError, UnsupportedSourceError
 from engine.sources.base import Source
+from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
 from engine.sources.settings import SourceSettings
-from engine.sources.video import VideoFileSource
 
 Opener = Callable[[str, SourceSettings], Source]
 """``opener(spec, settings) -> Source`` for one URL scheme; ``spec`` is the whole URL."""
@@ -85,7 +86,7 @@ def open_path(spec: str, settings: SourceSettings, path: Path | None = None) -> 
         raise InputNotFoundError(spec)
     if is_image_path(path):
         return ImageFileSource(path, settings, name=spec)
-    return VideoFileSource(path, settings, name=spec)
+    return open_video_file(path, settings, name=spec)
 
 
 @register_scheme("file")

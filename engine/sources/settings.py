@@ -20,6 +20,10 @@ DEFAULT_MAX_DURATION_S = 6 * 3600.0
 DEFAULT_IMAGE_FOLDER_FPS = 25.0
 """Frame rate given to a folder of images: image ``i`` gets ``pts = i / fps``."""
 
+DECODERS = ("auto", "pyav", "dali")
+"""Video-file decoders (``engine.sources.dali``): ``auto`` is DALI on a CUDA machine (when
+installed and the codec is one NVDEC decodes), PyAV otherwise."""
+
 
 @dataclass(frozen=True)
 class SourceSettings:
@@ -42,6 +46,8 @@ class SourceSettings:
     """Frame rate of image folders (pts of image ``i`` is ``i / image_folder_fps``)."""
     decode_threads: int = 0
     """FFmpeg decoding threads per video; 0 lets FFmpeg choose."""
+    decoder: str = "auto"
+    """Video files: ``auto``, ``pyav`` or ``dali`` (see :data:`DECODERS`)."""
 
     def __post_init__(self) -> None:
         if self.fps is not None and not _positive_number(self.fps):
@@ -72,6 +78,8 @@ class SourceSettings:
             raise ConfigError(
                 "sources.decode_threads", self.decode_threads, "an integer >= 0 (0 = auto)"
             )
+        if self.decoder not in DECODERS:
+            raise ConfigError("sources.decoder", self.decoder, " or ".join(DECODERS))
 
 
 def _positive_number(value: object, allow_inf: bool = False) -> bool:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.batching import SourceEnded, StreamMuxer
+from engine.batching import Overflow, SourceEnded, StreamMuxer
 from engine.frames import Frame, FrameBatch
 
 
@@ -127,3 +127,65 @@ def test_closing_early_stops_reader_threads_and_closes_sources():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size"):
         StreamMuxer(batch_size=0, max_latency_ms=1)
+
+
+def indices_by_source(items: list) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
+    for it in items:
+        if isinstance(it, FrameBatch):
+            for s, i in zip(it.sources, it.indices, strict=True):
+                seen.setdefault(s, []).append(i)
+    return seen
+
+
+def test_a_realtime_source_drops_its_oldest_frames_when_behind_and_counts_them():
+    finished = threading.Event()
+
+    def live():
+        try:
+            for i in range(50):
+                yield Frame("live", i, i / 25, np.zeros((4, 4, 3), np.uint8))
+        finally:
+            finished.set()
+
+    mux = StreamMuxer(batch_size=2, max_latency_ms=1000, queue_depth=4)
+    mux.add("live", live, overflow=Overflow.DROP_OLDEST)
+    mux.add("file", frames("file", 30))  # lossless beside it
+    assert finished.wait(5), "a real-time reader must never wait for the consumer"
+    assert mux.dropped("live") == 46
+    items = drain(mux)
+    seen = indices_by_source(items)
+    assert seen["live"] == [46, 47, 48, 49]  # the freshest frames are kept, in order
+    assert seen["file"] == list(range(30))  # the lossless source lost nothing
+    end = next(i for i in items if isinstance(i, SourceEnded) and i.source == "live")
+    assert (end.frames, end.dropped, end.error) == (50, 46, None)
+
+
+def test_stopping_one_source_discards_its_frames_while_the_others_go_on():
+    mux = StreamMuxer(batch_size=4, max_latency_ms=1000, queue_depth=4)
+    mux.add("stopped", frames("stopped", 10_000))
+    mux.add("kept", frames("kept", 12))
+    first = mux.poll(5)
+    assert isinstance(first, FrameBatch)
+    mux.stop("stopped")
+    items = [first, *drain(mux)]
+    seen = indices_by_source(items)
+    assert seen["kept"] == list(range(12))
+    assert len(seen.get("stopped", [])) < 10_000
+    end = next(i for i in items if isinstance(i, SourceEnded) and i.source == "stopped")
+    assert end.stopped and end.error is None
+
+
+def test_an_open_muxer_waits_for_sources_added_later():
+    mux = StreamMuxer(batch_size=2, max_latency_ms=10, keep_open=True)
+    assert mux.poll(0.05) is None  # nothing yet, and the muxer does not end
+    mux.add("late", frames("late", 3))
+    got = []
+    while not got or not isinstance(got[-1], SourceEnded):
+        item = mux.poll(5)
+        assert item is not None, "a frame or the end should have come within 5 s"
+        got.append(item)
+    assert sum(len(b) for b in got if isinstance(b, FrameBatch)) == 3
+    mux.add("late", frames("late", 1))  # the name is free again once it ended
+    mux.close()
+    assert mux.poll(0.01) is None

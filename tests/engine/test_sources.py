@@ -478,8 +478,8 @@ def test_stopping_early_closes_the_container(clip: Path) -> None:
 
 
 def test_unknown_url_scheme_is_a_clear_source_error() -> None:
-    with pytest.raises(UnsupportedSourceError, match=r"rtsp:// sources are not supported"):
-        open_source("rtsp://camera.local/stream1")
+    with pytest.raises(UnsupportedSourceError, match=r"gopher:// sources are not supported"):
+        open_source("gopher://camera.local/stream1")
 
 
 def test_registered_scheme_opener_gets_the_spec_and_settings(clip: Path) -> None:

@@ -1,0 +1,519 @@
+"""The queue: submitting jobs, their state transitions, inspection and housekeeping.
+
+:class:`Queue` is the one place that knows the Redis commands behind each step of a
+job's life (``engine.queue.keys`` names the keys). Producers use :meth:`Queue.enqueue`;
+workers use :meth:`start`, :meth:`finish`, :meth:`release`, :meth:`dead_letter` and
+:meth:`trim`; the CLI uses :meth:`job`, :meth:`cancel`, :meth:`results`, :meth:`info`.
+
+Each state change of a job hash is one Lua script on that one key, so a cancellation
+can never be overwritten by a worker finishing or starting the job, and a hostile
+entry reusing another job's id cannot change that job (the hash remembers which
+stream ``entry`` owns it). No script or transaction touches two keys (Redis Cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis
+
+from engine.config import QueueConfig
+from engine.queue.errors import (
+    InvalidJobError,
+    JobNotCancellableError,
+    NoSuchJobError,
+    QueueFullError,
+)
+from engine.queue.job import Job, JobSpec, JobStatus, Mode, new_job_id
+from engine.queue.keys import GROUP, Keys
+from engine.queue.results import last_frame, read_results
+from engine.queue.schema import SCHEMA_VERSION, decode_payload, encode_payload
+from engine.sources.live import redact, redact_url
+
+log = logging.getLogger(__name__)
+
+RELEASE_IDLE_MS = 30 * 24 * 3600 * 1000
+"""Idle time given to a job a worker hands back, so any worker's next XAUTOCLAIM takes
+it at once (it must stay below the Unix time in ms, or Redis ignores it)."""
+
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' or status == 'cancelled' then
+  return {'skip', status}
+end
+local owner = redis.call('HGET', KEYS[1], 'entry')
+if owner and owner ~= '' and owner ~= ARGV[1] then
+  return {'duplicate', owner}
+end
+local previous = redis.call('HGET', KEYS[1], 'worker') or ''
+local was = status or ''
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'updated', ARGV[3],
+           'entry', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'started', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'source', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'mode', ARGV[5])
+local progress = redis.call('HGET', KEYS[1], 'progress') or ''
+local err = redis.call('HGET', KEYS[1], 'error') or ''
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+if epoch == '' and ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[6])
+  epoch = ARGV[6]
+end
+return {'run', tostring(attempts), previous, progress, err, epoch, was}
+"""
+
+_FINISH = """
+local owner = redis.call('HGET', KEYS[1], 'entry')
+if owner and owner ~= '' and owner ~= ARGV[6] then
+  return 'foreign'
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'cancelled' or ARGV[1] == 'cancelled' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[3], 'entry', ARGV[6])
+  status = ARGV[1]
+end
+redis.call('HSET', KEYS[1], 'finished', ARGV[2], 'updated', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
+redis.call('HSETNX', KEYS[1], 'source', ARGV[7])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'attempts', ARGV[8]) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return status
+"""
+
+_RELEASE = """
+local owner = redis.call('HGET', KEYS[1], 'entry')
+if owner and owner ~= '' and owner ~= ARGV[1] then return 'foreign' end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'cancelled' then return 'cancelled' end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'updated', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+return 'queued'
+"""
+
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', ''} end
+if status == 'queued' or status == 'running' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished', ARGV[1], 'updated', ARGV[1])
+  return {'cancelled', status}
+end
+return {'terminal', status}
+"""
+
+_DELETE_IDLE_CONSUMER = """
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    end
+    return -1
+  end
+end
+return -1
+"""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What :meth:`Queue.start` found: whether to run the entry, and the job's history."""
+
+    action: str
+    """``run``; ``skip`` (the job already ended); ``duplicate`` (another entry owns it)."""
+    status: str = ""
+    attempts: int = 0
+    previous_worker: str = ""
+    progress: Mapping[str, Any] | None = None
+    error: str = ""
+    epoch: float | None = None
+    was: str = ""
+    """The status before: ``running`` means its last worker died or went silent."""
+
+
+class Queue:
+    """A Veritas job queue on a Redis connection (see ``engine.queue.keys``)."""
+
+    def __init__(self, client: redis.Redis, config: QueueConfig | None = None) -> None:
+        self.redis = client
+        self.config = config or QueueConfig()
+        self.keys = Keys(self.config.prefix)
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in (
+                ("start", _START),
+                ("finish", _FINISH),
+                ("release", _RELEASE),
+                ("cancel", _CANCEL),
+                ("delete_idle_consumer", _DELETE_IDLE_CONSUMER),
+            )
+        }
+
+    # --- producers ----------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the jobs stream and its consumer group if missing (idempotent)."""
+        try:
+            self.redis.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def enqueue(
+        self,
+        source: str,
+        *,
+        mode: Mode | str | None = None,
+        fps: float | None = None,
+        every: int | None = None,
+        max_duration_s: float | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Submit a job analysing ``source``; returns its id.
+
+        Raises QueueFullError when ``max_queue_length`` jobs are waiting or running,
+        InvalidJobError when an option is malformed or ``job_id`` is taken.
+        """
+        spec = JobSpec(
+            id=job_id or new_job_id(),
+            source=source,
+            mode=Mode(mode) if isinstance(mode, str) else mode,
+            fps=fps,
+            every=every,
+            max_duration_s=max_duration_s,
+            submitted=time.time(),
+        )
+        payload = encode_payload(spec)
+        decode_payload(payload, self.config.max_payload_bytes)  # what workers will check
+        self.ensure_group()
+        waiting = self.backlog()
+        if waiting >= self.config.max_queue_length:
+            raise QueueFullError(waiting, self.config.max_queue_length)
+        key = self.keys.job(spec.id)
+        if not self.redis.hsetnx(key, "status", JobStatus.QUEUED.value):
+            raise InvalidJobError(f"job id {spec.id!r} is already taken", spec.id)
+        now = _now()
+        self.redis.hset(
+            key,
+            mapping={
+                "source": redact_url(source),
+                "attempts": 0,
+                "submitted": now,
+                "updated": now,
+                "mode": spec.mode.value if spec.mode else "",
+            },
+        )
+        entry = self.redis.xadd(self.keys.jobs, {"payload": payload})
+        self.redis.hset(key, "entry", entry)
+        log.info("job %s submitted", spec.id, extra={"job": spec.id, "entry": entry.decode()})
+        return spec.id
+
+    def backlog(self) -> int:
+        """Jobs waiting (not yet delivered) plus jobs delivered and not acknowledged."""
+        group = self.group()
+        if group is None:
+            return int(self.redis.xlen(self.keys.jobs))
+        lag = group.get("lag")
+        if lag is None:  # Redis cannot tell after deletions: count conservatively
+            lag = int(self.redis.xlen(self.keys.jobs)) - int(group.get("pending") or 0)
+        return int(lag) + int(group.get("pending") or 0)
+
+    # --- inspection ---------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        fields = self.redis.hgetall(self.keys.job(job_id))
+        if not fields:
+            raise NoSuchJobError(job_id)
+        return Job.from_hash(job_id, fields)
+
+    def results(
+        self, job_id: str, start_frame: int = 0, follow: bool = False, block_s: float = 1.0
+    ) -> Iterator[dict[str, Any]]:
+        """The frame records of ``job_id``; ``follow`` waits for more until the job ends."""
+        if not follow and not self.redis.exists(self.keys.job(job_id), self.keys.results(job_id)):
+            raise NoSuchJobError(job_id)
+        if follow:
+            self.job(job_id)  # raises NoSuchJobError
+
+        def ended() -> bool:
+            status = self.redis.hget(self.keys.job(job_id), "status")
+            return status is None or JobStatus(status.decode()).terminal
+
+        return read_results(
+            self.redis, self.keys, job_id, start_frame, follow, done=ended, block_s=block_s
+        )
+
+    def last_frame(self, job_id: str) -> tuple[int, float] | None:
+        return last_frame(self.redis, self.keys, job_id)
+
+    def info(self) -> dict[str, Any]:
+        """The queue at a glance: stream length, lag, pending, consumers, dead entries."""
+        group = self.group() or {}
+        consumers = []
+        if group:
+            for c in self.redis.xinfo_consumers(self.keys.jobs, GROUP):
+                consumers.append(
+                    {
+                        "name": _text(c["name"]),
+                        "pending": int(c["pending"]),
+                        "idle_s": int(c["idle"]) / 1000,
+                    }
+                )
+        return {
+            "jobs_stream": self.keys.jobs,
+            "length": int(self.redis.xlen(self.keys.jobs)),
+            "lag": group.get("lag"),
+            "pending": int(group.get("pending") or 0),
+            "backlog": self.backlog(),
+            "consumers": consumers,
+            "dead": int(self.redis.xlen(self.keys.dead)),
+        }
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
+        """The newest ``count`` dead-letter entries, newest first."""
+        out = []
+        for entry, fields in self.redis.xrevrange(self.keys.dead, count=count):
+            record = msgpack.unpackb(fields[b"payload"], raw=False)
+            record["dead_entry"] = entry.decode()
+            out.append(record)
+        return out
+
+    # --- control ------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a queued or running job; returns its status before. A running job's
+        worker stops it within about a second."""
+        outcome, status = (
+            _text(x) for x in self._scripts["cancel"](keys=[self.keys.job(job_id)], args=[_now()])
+        )
+        if outcome == "missing":
+            raise NoSuchJobError(job_id)
+        if outcome == "terminal":
+            raise JobNotCancellableError(job_id, status)
+        log.info("job %s cancelled (was %s)", job_id, status, extra={"job": job_id})
+        return status
+
+    # --- workers ------------------------------------------------------------------------
+
+    def start(self, spec: JobSpec, entry: str, worker: str, mode: Mode, live: bool) -> Started:
+        """Mark ``spec`` running on ``worker`` and count the attempt (one atomic step)."""
+        reply = [
+            _text(x)
+            for x in self._scripts["start"](
+                keys=[self.keys.job(spec.id)],
+                args=[
+                    entry,
+                    worker,
+                    _now(),
+                    redact_url(spec.source),
+                    mode.value,
+                    _now() if live else "",
+                ],
+            )
+        ]
+        if reply[0] != "run":
+            return Started(reply[0], status=reply[1])
+        _, attempts, previous, progress, error, epoch, was = reply
+        try:
+            history = json.loads(progress) if progress else {}
+        except ValueError:
+            history = {}
+        return Started(
+            "run",
+            status=JobStatus.RUNNING.value,
+            attempts=int(attempts),
+            previous_worker=previous,
+            progress=history if isinstance(history, dict) else {},
+            error=error,
+            epoch=float(epoch) if epoch else None,
+            was=was,
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        entry: str,
+        status: JobStatus,
+        error: str = "",
+        progress: Mapping[str, Any] | None = None,
+        source: str = "",
+        attempts: int | None = None,
+    ) -> str:
+        """End a job (done, failed or cancelled), set its expiry, acknowledge its entry.
+
+        A job cancelled meanwhile stays cancelled; returns the final status.
+        """
+        ttl = max(1, round(self.config.results_ttl_s))
+        final = _text(
+            self._scripts["finish"](
+                keys=[self.keys.job(job_id)],
+                args=[
+                    status.value,
+                    _now(),
+                    redact(error),
+                    json.dumps(progress) if progress else "",
+                    ttl,
+                    entry,
+                    redact_url(source),
+                    "" if attempts is None else attempts,
+                ],
+            )
+        )
+        if final != "foreign":
+            self.redis.expire(self.keys.results(job_id), ttl)
+        self.ack(entry)
+        return final
+
+    def release(
+        self,
+        job_id: str,
+        entry: str,
+        consumer: str,
+        error: str = "",
+        progress: Mapping[str, Any] | None = None,
+        handback: bool = False,
+    ) -> str:
+        """Give a job back to the queue for any worker to take at once.
+
+        ``handback`` (a graceful stop) does not count the attempt. Returns ``queued``,
+        or ``cancelled`` (then the entry is acknowledged instead), or ``foreign``.
+        """
+        outcome = _text(
+            self._scripts["release"](
+                keys=[self.keys.job(job_id)],
+                args=[
+                    entry,
+                    _now(),
+                    redact(error),
+                    json.dumps(progress) if progress else "",
+                    "1" if handback else "",
+                ],
+            )
+        )
+        if outcome == "cancelled":
+            self.finish(job_id, entry, JobStatus.CANCELLED, progress=progress)
+            return outcome
+        # Make the entry look long idle: the next XAUTOCLAIM of any worker takes it.
+        self.redis.xclaim(
+            self.keys.jobs, GROUP, consumer, 0, [entry], idle=RELEASE_IDLE_MS, justid=True
+        )
+        return outcome
+
+    def dead_letter(
+        self,
+        entry: str,
+        reason: str,
+        attempts: int,
+        worker: str,
+        job_id: str | None = None,
+        payload: bytes | None = None,
+        progress: Mapping[str, Any] | None = None,
+        source: str = "",
+    ) -> None:
+        """Move a job that failed for good to the dead stream, fail it, acknowledge it."""
+        reason = redact(reason)
+        keep = payload is not None and len(payload) <= self.config.max_payload_bytes
+        record = {
+            "schema": SCHEMA_VERSION,
+            "job": job_id or "",
+            "entry": entry,
+            "reason": reason,
+            "attempts": attempts,
+            "worker": worker,
+            "failed_at": time.time(),
+            "job_payload": payload if keep else None,
+            "payload_bytes": len(payload) if payload is not None else 0,
+        }
+        self.redis.xadd(
+            self.keys.dead,
+            {"payload": msgpack.packb(record, use_bin_type=True)},
+            maxlen=self.config.dead_max_len,
+            approximate=True,
+        )
+        if job_id:
+            self.finish(job_id, entry, JobStatus.FAILED, reason, progress, source, attempts)
+        else:
+            self.ack(entry)
+
+    def ack(self, entry: str) -> None:
+        self.redis.xack(self.keys.jobs, GROUP, entry)
+
+    def close(self, job_id: str, entry: str) -> None:
+        """Acknowledge an entry of a job that had already ended (a late or repeated
+        delivery): its keys get their expiry, nothing else changes."""
+        ttl = max(1, round(self.config.results_ttl_s))
+        self.redis.expire(self.keys.job(job_id), ttl)
+        self.redis.expire(self.keys.results(job_id), ttl)
+        self.ack(entry)
+
+    def trim(self) -> int:
+        """Delete acknowledged entries from the head of the jobs stream; never one that
+        is pending or not yet delivered to every group. Returns how many went."""
+        groups = self.redis.xinfo_groups(self.keys.jobs)
+        if not groups:
+            return 0
+        bounds = []
+        for g in groups:
+            name = _text(g["name"])
+            summary = self.redis.xpending(self.keys.jobs, name)
+            if summary and summary.get("pending"):
+                bounds.append(_parse_id(summary["min"]))
+            else:
+                ms, seq = _parse_id(g["last-delivered-id"])
+                bounds.append((ms, seq + 1))
+        ms, seq = min(bounds)
+        return int(self.redis.xtrim(self.keys.jobs, minid=f"{ms}-{seq}", approximate=False))
+
+    def delete_idle_consumer(self, name: str, min_idle_s: float) -> bool:
+        """Remove consumer ``name`` if it has no pending entry and is idle that long."""
+        return (
+            int(
+                self._scripts["delete_idle_consumer"](
+                    keys=[self.keys.jobs], args=[GROUP, name, int(min_idle_s * 1000)]
+                )
+            )
+            >= 0
+        )
+
+    def consumers(self) -> list[dict[str, Any]]:
+        try:
+            return [
+                {"name": _text(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
+                for c in self.redis.xinfo_consumers(self.keys.jobs, GROUP)
+            ]
+        except redis.ResponseError:
+            return []
+
+    def group(self) -> dict[str, Any] | None:
+        """``XINFO GROUPS`` of the workers' group (lag, pending, ...); None if missing."""
+        try:
+            groups = self.redis.xinfo_groups(self.keys.jobs)
+        except redis.ResponseError:  # no such stream yet
+            return None
+        for g in groups:
+            if _text(g["name"]) == GROUP:
+                return g
+        return None
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _parse_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,930 @@
+"""A queue worker: jobs from Redis, their frames analysed together, records back to Redis.
+
+:meth:`Worker.work` runs this loop until it is told to stop; each turn:
+
+1. **Stop?** A signal (SIGTERM, SIGINT) or, in burst mode, an empty queue ends the loop.
+2. **Take jobs** while fewer than ``concurrency`` are in hand: first jobs whose worker
+   went silent for ``claim_idle_s`` (``XAUTOCLAIM``), then new ones (``XREADGROUP``,
+   blocking up to ``poll_s`` when idle). Each payload is validated
+   (``engine.queue.schema``) and checked against the policy (``engine.queue.policy``);
+   a bad one is dead-lettered with its reason and the worker goes on. A good one is
+   marked running (counting the attempt), resumes after its last recorded frame, and
+   its source joins the stream muxer.
+3. **Process** the next item of the muxer: a batch mixing the frames of every job in
+   hand is analysed once and each job's records go to its own results stream, in
+   frame order, in one Redis round trip (``engine.queue.results``: a frame is never
+   recorded twice); or a job whose source ended is finished, failed or retried.
+4. **Check**, about twice a second, for cancelled jobs and claims the heartbeat lost.
+5. **Maintain**, every ``trim_interval_s``: trim acknowledged jobs from the jobs stream,
+   update the queue gauges, remove long-idle consumers that hold nothing.
+
+Meanwhile a :class:`~engine.queue.heartbeat.Heartbeat` thread renews the claims of the
+jobs in hand, so long and live jobs are not reclaimed while this worker lives.
+
+**Failures.** A job whose input is wrong (missing or unreadable file, not video, a
+path or scheme not allowed) fails at once and goes to the dead stream. A job that
+fails otherwise (a feed that gives no frame, a model error on its frames) is handed
+back for another try, and dead-lettered after ``max_attempts``; a worker that dies
+counts as a failed attempt of each job it held. Redis outages are ridden out with
+back-off: results are retried until written (so a frame is never skipped), file
+readers wait, live feeds drop frames.
+
+**Shutdown** (``finally``): jobs in hand are handed back at once without counting an
+attempt (their next worker resumes after the last recorded frame; a live feed
+resumes from *now*), results already computed are written, threads stop. A second
+signal exits at once; jobs then stay pending until reclaimed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+
+from engine.batching import Overflow, SourceEnded, StreamMuxer
+from engine.config import Config
+from engine.errors import SourceError, SourceTooLongError
+from engine.frames import Frame, FrameBatch
+from engine.queue.connection import REDIS_ERRORS
+from engine.queue.errors import InvalidJobError, JobRefusedError
+from engine.queue.heartbeat import Heartbeat
+from engine.queue.job import JobSpec, JobStatus, Mode
+from engine.queue.keys import GROUP
+from engine.queue.metrics import MetricsServer, WorkerMetrics
+from engine.queue.policy import SourcePolicy
+from engine.queue.queue import Queue
+from engine.queue.results import ResultWriter
+from engine.queue.schema import decode_payload
+from engine.sources import Source, SourceSettings, open_source
+from engine.sources.live import FeedUnavailableError, LiveFeedSource, LiveSettings, redact_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FETCH_INTERVAL_S = 0.2
+"""How often a worker with jobs in hand (and free slots) looks for new ones."""
+
+CHECK_INTERVAL_S = 0.5
+"""How often a worker looks for cancelled jobs and lost claims."""
+
+PROCESS_WAIT_S = 0.2
+"""Longest wait for the next batch before the loop turns again."""
+
+REDIS_BACKOFF_MAX_S = 5.0
+"""Longest wait between attempts while Redis is unreachable."""
+
+SHUTDOWN_REDIS_GRACE_S = 10.0
+"""While stopping, how long to keep trying an unreachable Redis to hand jobs back."""
+
+
+def default_worker_name() -> str:
+    """``host-pid-xxxx``: unique per process, readable in ``XINFO CONSUMERS``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass
+class _Held:
+    """A job in hand."""
+
+    key: str
+    """Its source's name in the muxer (unique per attempt)."""
+    entry: str
+    spec: JobSpec
+    payload: bytes
+    mode: Mode
+    live: bool
+    attempts: int
+    resume_from: int
+    epoch: float | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    frames_before: int = 0
+    """Frames recorded by earlier attempts (from the job's progress)."""
+    dropped_before: int = 0
+    written: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    last_frame: int | None = None
+    last_pts: float | None = None
+    source: Source | None = None
+    """Set by the reader thread once the source is open."""
+    total: int | None = None
+    """The source's estimated frame count (files), set with ``source``."""
+    reconnects_counted: int = 0
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.spec.source)
+
+    def progress(self) -> dict[str, Any]:
+        reconnects = getattr(self.source, "reconnects", None)
+        return {
+            "frames": self.frames_before + self.written,
+            "last_frame": self.last_frame,
+            "pts": None if self.last_pts is None else round(self.last_pts, 3),
+            "total": self.total,
+            "dropped": self.dropped_before + self.dropped,
+            "duplicates": self.duplicates,
+            "reconnects": reconnects,
+            "resumed_from": self.resume_from,
+            "attempt": self.attempts,
+            "mode": self.mode.value,
+        }
+
+
+class Worker:
+    """Consumes jobs from the queue on ``client`` with ``config`` (see the module doc).
+
+    ``pipeline`` defaults to ``Pipeline.from_config(config)``; ``burst`` stops the
+    worker when the queue is empty (rq's burst mode); ``metrics_port`` (default
+    ``queue.metrics_port``; 0 = none) serves ``/metrics`` and ``/healthz``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: Config,
+        pipeline: Any = None,
+        name: str | None = None,
+        burst: bool = False,
+        metrics_port: int | None = None,
+    ) -> None:
+        from engine.pipeline import Pipeline  # torch: imported when a worker is made
+
+        self.redis = client
+        self.config = config
+        self.qc = config.queue
+        self.queue = Queue(client, config.queue)
+        self.pipeline = pipeline or Pipeline.from_config(config)
+        self.name = name or default_worker_name()
+        self.burst = burst
+        self.policy = SourcePolicy.from_config(self.qc)
+        self.live_settings = LiveSettings(
+            open_timeout_s=self.qc.live_open_timeout_s,
+            read_timeout_s=self.qc.live_read_timeout_s,
+            reconnect_min_s=self.qc.live_reconnect_min_s,
+            reconnect_max_s=self.qc.live_reconnect_max_s,
+            give_up_s=self.qc.live_give_up_s,
+        )
+        self.writer = ResultWriter(self.queue.keys, self.qc.results_max_len)
+        self.metrics = WorkerMetrics(self.name)
+        self.muxer = StreamMuxer(
+            config.pipeline.batch_size,
+            config.pipeline.max_batch_latency_ms,
+            pin_memory=getattr(self.pipeline.device, "type", "cpu") == "cuda",
+            keep_open=True,
+        )
+        self._jobs: dict[str, _Held] = {}
+        self._stopping: set[str] = set()
+        """Muxer sources stopped whose reader has not ended yet (they hold a slot)."""
+        self._lock = threading.Lock()
+        self._lost: set[str] = set()
+        self._lost_lock = threading.Lock()
+        self._stop_reason: str | None = None
+        self._tick = time.monotonic()
+        self._redis_down_since: float | None = None
+        self._next_claim = self._next_fetch = self._next_check = 0.0
+        self._next_maintain = time.monotonic() + self.qc.trim_interval_s
+        self._claim_cursor = "0-0"
+        self._drained = False
+        self.jobs_done = 0
+        self.heartbeat = Heartbeat(
+            client,
+            self.queue.keys,
+            self.name,
+            self.qc.heartbeat_s,
+            entries=lambda: [h.entry for h in self._jobs.values()],
+            on_lost=self._on_lost,
+            healthy=self._loop_alive,
+            lock=self._lock,
+        )
+        port = self.qc.metrics_port if metrics_port is None else metrics_port
+        self.metrics_server = MetricsServer(self.metrics, self.health, port) if port else None
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def work(self, install_signals: bool = True) -> int:
+        """Consume jobs until stopped; returns the exit status (0 for a graceful stop)."""
+        if install_signals:
+            self._install_signals()
+        log.info(
+            "worker %s starting: queue %s, group %s, concurrency %d",
+            self.name,
+            self.queue.keys.jobs,
+            GROUP,
+            self.qc.concurrency,
+            extra={"worker": self.name, "burst": self.burst},
+        )
+        reason = "unknown"
+        try:
+            self._retry(self._join, "joining the consumer group")
+            self.heartbeat.start()
+            if self.metrics_server:
+                self.metrics_server.start()
+                log.info(
+                    "worker %s: metrics on :%d/metrics, health on /healthz",
+                    self.name,
+                    self.metrics_server.port,
+                )
+            while True:
+                self._tick = time.monotonic()
+                reason = self._exit_reason()
+                if reason:
+                    break
+                try:
+                    self._take_jobs()
+                    self._process()
+                    self._check_jobs()
+                    self._maintain()
+                    self._redis_ok()
+                except REDIS_ERRORS as error:
+                    self._redis_failed(error, "working")
+                except Exception:  # a bug must not take the worker (and its jobs) down
+                    log.exception("worker %s: unexpected error; going on", self.name)
+                    time.sleep(1.0)
+            log.info("worker %s stopping: %s", self.name, reason, extra={"worker": self.name})
+        except BaseException as error:
+            reason = f"crashed: {error!r}"
+            log.exception("worker %s %s", self.name, reason)
+            raise
+        finally:
+            self._shutdown(reason)
+        return 0
+
+    def _join(self) -> None:
+        """Create the group if needed and appear in it now (``veritas status`` lists it)."""
+        self.queue.ensure_group()
+        self.redis.xgroup_createconsumer(self.queue.keys.jobs, GROUP, self.name)
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to stop gracefully (thread-safe)."""
+        self._stop_reason = self._stop_reason or reason
+
+    def _exit_reason(self) -> str | None:
+        if self._stop_reason:
+            return self._stop_reason
+        if self.burst and self._drained and not self._jobs and not self._stopping:
+            return "burst mode: no job left to take"
+        return None
+
+    # --- taking jobs --------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.qc.concurrency - len(self._jobs) - len(self._stopping)
+
+    def _take_jobs(self) -> None:
+        if self._free() <= 0:
+            return
+        now = time.monotonic()
+        claimed = 0
+        idle = not self._jobs and not self._stopping
+        if now >= self._next_claim or (self.burst and idle):
+            self._next_claim = now + self.qc.poll_s
+            claimed = self._reclaim(self._free())
+        if self._free() <= 0:
+            return
+        idle = not self._jobs and not self._stopping
+        if not idle and now < self._next_fetch:
+            return
+        self._next_fetch = now + FETCH_INTERVAL_S
+        try:
+            reply = self.redis.xreadgroup(
+                GROUP,
+                self.name,
+                {self.queue.keys.jobs: ">"},
+                count=self._free(),
+                block=int(self.qc.poll_s * 1000) if idle else None,
+            )
+        except redis.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._group_lost()
+            return
+        taken = 0
+        for _, entries in reply or []:
+            for entry, fields in entries:
+                taken += 1
+                self._start(entry.decode(), fields, reclaimed=False)
+        self._drained = claimed == 0 and taken == 0
+
+    def _group_lost(self) -> None:
+        log.warning(
+            "worker %s: the consumer group is gone (redis restarted without its data?); "
+            "creating it again",
+            self.name,
+        )
+        self._join()
+
+    def _reclaim(self, count: int) -> int:
+        """Take over up to ``count`` entries idle for ``claim_idle_s``."""
+        try:
+            cursor, entries, *rest = self.redis.xautoclaim(
+                self.queue.keys.jobs,
+                GROUP,
+                self.name,
+                min_idle_time=int(self.qc.claim_idle_s * 1000),
+                start_id=self._claim_cursor,
+                count=count,
+            )
+        except redis.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._group_lost()
+            return 0
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        for deleted in rest[0] if rest else []:
+            log.warning(
+                "worker %s: pending entry %s was deleted from the stream; dropped",
+                self.name,
+                deleted,
+            )
+        for entry, fields in entries:
+            self._start(entry.decode(), fields or {}, reclaimed=True)
+        return len(entries)
+
+    def _start(self, entry: str, fields: dict[bytes, bytes], reclaimed: bool) -> None:
+        """Start the job in ``entry``; no payload, however hostile, raises out of here."""
+        try:
+            self._start_job(entry, fields, reclaimed)
+        except REDIS_ERRORS:
+            raise  # the entry stays pending on this worker; reclaimed after claim_idle_s
+        except Exception as error:
+            log.exception("worker %s: starting entry %s failed", self.name, entry)
+            self._reject(
+                entry, f"the worker could not start it ({error!r})", None, fields.get(b"payload")
+            )
+
+    def _start_job(self, entry: str, fields: dict[bytes, bytes], reclaimed: bool) -> None:
+        """Validate, mark running and start reading the job in ``entry``."""
+        raw = fields.get(b"payload")
+        try:
+            spec = decode_payload(raw, self.qc.max_payload_bytes)
+        except InvalidJobError as error:
+            self._reject(entry, error.reason, error.job_id, raw)
+            return
+        live = SourcePolicy.is_live(spec.source)
+        mode = spec.mode or (Mode(self.qc.live_mode) if live else Mode.LOSSLESS)
+        try:
+            self.policy.check(spec)
+        except JobRefusedError as error:
+            self._reject(entry, error.reason, spec.id, raw, spec.source)
+            return
+        started = self.queue.start(spec, entry, self.name, mode, live)
+        extra = {"job": spec.id, "entry": entry, "worker": self.name}
+        if started.action == "skip":
+            log.info(
+                "job %s is already %s; acknowledging its entry",
+                spec.id,
+                started.status,
+                extra=extra,
+            )
+            self.queue.close(spec.id, entry)
+            return
+        if started.action == "duplicate":
+            self._reject(
+                entry, f"another entry ({started.status}) already runs job {spec.id}", None, raw
+            )
+            return
+        if started.attempts > self.qc.max_attempts:
+            last = started.error or (
+                "its worker stopped without reporting (killed, crashed or cut off)"
+            )
+            reason = f"gave up after {started.attempts - 1} attempts; last: {last}"
+            log.error("job %s: %s", spec.id, reason, extra=extra)
+            self.queue.dead_letter(
+                entry,
+                reason,
+                started.attempts - 1,
+                self.name,
+                spec.id,
+                raw,
+                started.progress,
+                spec.source,
+            )
+            self.metrics.jobs_dead.inc()
+            self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
+            return
+        if reclaimed and started.was == JobStatus.RUNNING.value:
+            self.metrics.jobs_reclaimed.inc()
+            log.warning(
+                "job %s reclaimed from %s, which went silent (attempt %d)",
+                spec.id,
+                started.previous_worker or "an unknown worker",
+                started.attempts,
+                extra=extra,
+            )
+        elif reclaimed:
+            log.info(
+                "job %s taken again after %s handed it back (attempt %d)",
+                spec.id,
+                started.previous_worker or "a worker",
+                started.attempts,
+                extra=extra,
+            )
+        elif spec.submitted:
+            self.metrics.queue_wait.observe(max(0.0, time.time() - spec.submitted))
+        last = self.queue.last_frame(spec.id)
+        history = started.progress or {}
+        held = _Held(
+            key=f"{spec.id}#{started.attempts}-{uuid.uuid4().hex[:6]}",
+            entry=entry,
+            spec=spec,
+            payload=raw,
+            mode=mode,
+            live=live,
+            attempts=started.attempts,
+            resume_from=last[0] + 1 if last else 0,
+            epoch=started.epoch,
+            frames_before=int(history.get("frames") or 0) if last else 0,
+            dropped_before=int(history.get("dropped") or 0),
+        )
+        with self._lock:
+            self._jobs[held.key] = held
+        self.metrics.jobs_active.set(len(self._jobs))
+        self.muxer.add(
+            held.key,
+            lambda: self._frames(held),
+            Overflow.DROP_OLDEST if mode is Mode.REALTIME else Overflow.BLOCK,
+            depth=self.qc.live_buffer_frames if live else None,
+        )
+        log.info(
+            "job %s started: %s (attempt %d, %s, from frame %d)",
+            spec.id,
+            held.display,
+            held.attempts,
+            mode.value,
+            held.resume_from,
+            extra={**extra, "attempt": held.attempts, "resume_from": held.resume_from},
+        )
+
+    def _reject(
+        self,
+        entry: str,
+        reason: str,
+        job_id: str | None,
+        payload: object,
+        source: str = "",
+    ) -> None:
+        """Dead-letter a job that must not run (malformed, refused)."""
+        log.warning(
+            "entry %s rejected: %s",
+            entry,
+            reason,
+            extra={"job": job_id or "", "entry": entry, "worker": self.name},
+        )
+        self.queue.dead_letter(
+            entry,
+            reason,
+            0,
+            self.name,
+            job_id,
+            payload if isinstance(payload, bytes) else None,
+            source=source,
+        )
+        self.metrics.jobs_dead.inc()
+
+    def _frames(self, held: _Held) -> Iterator[Frame]:
+        """The job's frames, named after its muxer key (runs in the reader thread)."""
+        source = self._open(held)
+        held.total = source.estimated_frames
+        held.source = source
+        with source:
+            for frame in source:
+                if frame.index < held.resume_from:
+                    continue  # recorded by an earlier attempt
+                yield dataclasses.replace(frame, source=held.key)
+
+    def _open(self, held: _Held) -> Source:
+        settings = self._source_settings(held)
+        if held.live:
+            return LiveFeedSource(
+                held.spec.source,
+                settings,
+                self.live_settings,
+                start_index=held.resume_from,
+                epoch=held.epoch,
+                stop=held.stop,
+            )
+        return open_source(held.spec.source, settings)
+
+    def _source_settings(self, held: _Held) -> SourceSettings:
+        s, spec = self.config.sources, held.spec
+        fps, every = s.fps, s.every
+        if spec.fps is not None:
+            fps, every = spec.fps, 1
+        elif spec.every is not None:
+            fps, every = None, spec.every
+        limit = spec.max_duration_s or self.qc.max_job_duration_s or None
+        if held.live:
+            duration = limit or math.inf
+        else:
+            duration = min(s.max_duration_s, limit) if limit else s.max_duration_s
+        return dataclasses.replace(s, fps=fps, every=every, max_duration_s=duration)
+
+    # --- processing ---------------------------------------------------------------------
+
+    def _process(self) -> None:
+        if not self._jobs and not self._stopping:
+            return
+        item = self.muxer.poll(PROCESS_WAIT_S)
+        if item is None:
+            return
+        if isinstance(item, SourceEnded):
+            self._ended(item)
+        else:
+            self._analyse(item)
+
+    def _analyse(self, batch: FrameBatch) -> None:
+        try:
+            parts = [(batch, self.pipeline.analyze(batch))]
+        except Exception:
+            log.exception(
+                "worker %s: a batch of %d frames failed; analysing its jobs apart",
+                self.name,
+                len(batch),
+            )
+            parts = self._analyse_apart(batch)
+        records: dict[str, list[dict[str, Any]]] = {}
+        for sub, result in parts:
+            self.metrics.record_batch(len(sub), len(set(sub.sources)), result.timings_ms)
+            for record in result.records:
+                held = self._jobs.get(record.source)
+                if held is None:
+                    continue  # stopped meanwhile
+                try:
+                    d = record.to_dict()
+                except ValueError as error:  # e.g. a NaN probability
+                    self._fail(held, f"frame {record.frame} gave an invalid record ({error})")
+                    records.pop(held.key, None)
+                    continue
+                d["job"], d["source"] = held.spec.id, held.display
+                records.setdefault(held.key, []).append(d)
+        records = {k: v for k, v in records.items() if k in self._jobs}
+        if records:
+            self._retry(lambda: self._write(records), "writing results")
+
+    def _analyse_apart(self, batch: FrameBatch) -> list[tuple[FrameBatch, Any]]:
+        """Analyse each job's frames of ``batch`` alone; fail the jobs whose frames fail."""
+        parts = []
+        for key in dict.fromkeys(batch.sources):
+            rows = [i for i, s in enumerate(batch.sources) if s == key]
+            sub = FrameBatch.from_frames(
+                [Frame(key, batch.indices[i], batch.pts[i], batch.frame(i)) for i in rows]
+            )
+            try:
+                parts.append((sub, self.pipeline.analyze(sub)))
+            except Exception as error:
+                held = self._jobs.get(key)
+                if held is not None:
+                    self._fail(
+                        held,
+                        f"analysing frames {sub.indices[0]}-{sub.indices[-1]} failed: {error!r}",
+                    )
+        return parts
+
+    def _write(self, records: dict[str, list[dict[str, Any]]]) -> None:
+        """Every job's records and progress in one round trip (retried as a whole: a
+        record already written is refused as a duplicate, never written twice)."""
+        pipe = self.redis.pipeline(transaction=False)
+        spans = []
+        for key, recs in records.items():
+            held = self._jobs.get(key)
+            if held is None:  # failed on an earlier try of this write
+                continue
+            n = self.writer.add(pipe, held.spec.id, recs)
+            spans.append((held, recs, n))
+            self._count_live(held)
+            progress = {
+                **held.progress(),
+                "frames": held.frames_before + held.written + n,
+                "last_frame": recs[-1]["frame"],
+                "pts": recs[-1]["pts"],
+            }
+            pipe.hset(
+                self.queue.keys.job(held.spec.id),
+                mapping={"progress": _json(progress), "updated": f"{time.time():.3f}"},
+            )
+        replies = pipe.execute(raise_on_error=False)
+        i = 0
+        for held, recs, n in spans:
+            try:
+                written, duplicates = ResultWriter.count(replies[i : i + n])
+            except redis.ResponseError as error:  # e.g. WRONGTYPE: the key was tampered with
+                self._fail(held, f"its results cannot be written ({error})", retry=False)
+                i += n + 1
+                continue
+            i += n + 1
+            held.written += written
+            held.duplicates += duplicates
+            held.last_frame, held.last_pts = recs[-1]["frame"], recs[-1]["pts"]
+            if duplicates:
+                self.metrics.duplicates.inc(duplicates)
+                log.info(
+                    "job %s: %d frames were already recorded",
+                    held.spec.id,
+                    duplicates,
+                    extra={"job": held.spec.id},
+                )
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                raise reply
+
+    def _ended(self, ended: SourceEnded) -> None:
+        if ended.source in self._stopping:
+            self._stopping.discard(ended.source)
+            return
+        held = self._jobs.get(ended.source)
+        if held is None:
+            return
+        held.dropped = ended.dropped
+        self._count_live(held)
+        error = ended.error
+        if error is None:
+            self._finish(held, JobStatus.DONE)
+        elif held.live and isinstance(error, SourceTooLongError):
+            self._finish(held, JobStatus.DONE, note="reached its max_duration_s")
+        elif isinstance(error, SourceError) and not isinstance(error, FeedUnavailableError):
+            self._fail(held, str(error), retry=False, ended=True)  # the input itself is wrong
+        else:
+            reason = str(error) if isinstance(error, SourceError) else repr(error)
+            self._fail(held, reason, ended=True)
+
+    # --- ending jobs --------------------------------------------------------------------
+
+    def _forget(self, held: _Held, stop_source: bool) -> None:
+        with self._lock:  # no heartbeat renews it after this
+            self._jobs.pop(held.key, None)
+        self.metrics.jobs_active.set(len(self._jobs))
+        if stop_source:
+            held.stop.set()
+            self._stopping.add(held.key)
+            self.muxer.stop(held.key)
+
+    def _finish(self, held: _Held, status: JobStatus, note: str = "") -> None:
+        self._forget(held, stop_source=status is JobStatus.CANCELLED)
+        final = self._retry(
+            lambda: self.queue.finish(
+                held.spec.id, held.entry, status, progress=held.progress(), source=held.spec.source
+            ),
+            "finishing a job",
+        )
+        self.jobs_done += 1
+        self.metrics.jobs_finished.labels(final).inc()
+        log.info(
+            "job %s %s%s: %d frames recorded, %d dropped, %.1f s",
+            held.spec.id,
+            final,
+            f" ({note})" if note else "",
+            held.written,
+            held.dropped,
+            time.monotonic() - held.started,
+            extra={
+                "job": held.spec.id,
+                "status": final,
+                "frames": held.written,
+                "dropped": held.dropped,
+                "duplicates": held.duplicates,
+            },
+        )
+
+    def _fail(self, held: _Held, reason: str, retry: bool = True, ended: bool = False) -> None:
+        """Retry the job elsewhere (``retry`` and attempts left), else dead-letter it.
+        ``ended``: its source has already ended (else it is stopped)."""
+        self._forget(held, stop_source=not ended)
+        extra = {"job": held.spec.id, "attempt": held.attempts, "worker": self.name}
+        if retry and held.attempts < self.qc.max_attempts:
+            log.warning(
+                "job %s failed (attempt %d of %d): %s; handing it back for a retry",
+                held.spec.id,
+                held.attempts,
+                self.qc.max_attempts,
+                reason,
+                extra=extra,
+            )
+            self._retry(
+                lambda: self.queue.release(
+                    held.spec.id, held.entry, self.name, reason, held.progress()
+                ),
+                "handing back a job",
+            )
+            self.metrics.jobs_released.labels("retry").inc()
+            return
+        if retry:
+            reason = f"failed {held.attempts} times; last: {reason}"
+        log.error("job %s failed for good: %s", held.spec.id, reason, extra=extra)
+        self._retry(
+            lambda: self.queue.dead_letter(
+                held.entry,
+                reason,
+                held.attempts,
+                self.name,
+                held.spec.id,
+                held.payload,
+                held.progress(),
+                held.spec.source,
+            ),
+            "dead-lettering a job",
+        )
+        self.metrics.jobs_dead.inc()
+        self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
+
+    def _hand_back(self, held: _Held) -> None:
+        self._forget(held, stop_source=True)
+        outcome = self._retry(
+            lambda: self.queue.release(
+                held.spec.id, held.entry, self.name, progress=held.progress(), handback=True
+            ),
+            "handing back a job",
+        )
+        self.metrics.jobs_released.labels("shutdown").inc()
+        log.info(
+            "job %s handed back (%s) after %d frames; the next worker resumes %s",
+            held.spec.id,
+            outcome,
+            held.written,
+            "from now" if held.live else "after its last recorded frame",
+            extra={"job": held.spec.id, "frames": held.written},
+        )
+
+    # --- checks and housekeeping --------------------------------------------------------
+
+    def _on_lost(self, entry: str) -> None:
+        with self._lost_lock:  # called from the heartbeat thread
+            self._lost.add(entry)
+
+    def _check_jobs(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or not self._jobs:
+            return
+        self._next_check = now + CHECK_INTERVAL_S
+        with self._lost_lock:
+            lost, self._lost = self._lost, set()
+        for held in [h for h in self._jobs.values() if h.entry in lost]:
+            self._forget(held, stop_source=True)
+            self.metrics.jobs_released.labels("lost").inc()
+            log.warning(
+                "job %s: another worker reclaimed it; stopping it here",
+                held.spec.id,
+                extra={"job": held.spec.id, "worker": self.name},
+            )
+        helds = list(self._jobs.values())
+        pipe = self.redis.pipeline(transaction=False)
+        for held in helds:
+            pipe.hget(self.queue.keys.job(held.spec.id), "status")
+        for held, status in zip(helds, pipe.execute(), strict=True):
+            self._count_live(held)
+            if status == JobStatus.CANCELLED.value.encode():
+                log.info(
+                    "job %s was cancelled; stopping it", held.spec.id, extra={"job": held.spec.id}
+                )
+                self._finish(held, JobStatus.CANCELLED)
+
+    def _count_live(self, held: _Held) -> None:
+        dropped = max(held.dropped, self.muxer.dropped(held.key))
+        if dropped > held.dropped:
+            self.metrics.dropped.inc(dropped - held.dropped)
+            held.dropped = dropped
+        reconnects = getattr(held.source, "reconnects", 0) or 0
+        if reconnects > held.reconnects_counted:
+            self.metrics.reconnects.inc(reconnects - held.reconnects_counted)
+            held.reconnects_counted = reconnects
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now < self._next_maintain:
+            return
+        self._next_maintain = now + self.qc.trim_interval_s
+        trimmed = self.queue.trim()
+        if trimmed:
+            log.debug("worker %s: trimmed %d acknowledged jobs", self.name, trimmed)
+        group = self.queue.group() or {}
+        self.metrics.queue_lag.set(int(group.get("lag") or 0))
+        self.metrics.queue_pending.set(int(group.get("pending") or 0))
+        for consumer in self.queue.consumers():
+            if (
+                consumer["name"] != self.name
+                and consumer["pending"] == 0
+                and consumer["idle_ms"] >= self.qc.consumer_ttl_s * 1000
+                and self.queue.delete_idle_consumer(consumer["name"], self.qc.consumer_ttl_s)
+            ):
+                log.info("worker %s: removed idle consumer %s", self.name, consumer["name"])
+
+    # --- health, signals, redis outages, shutdown ---------------------------------------
+
+    def _loop_alive(self) -> bool:
+        return time.monotonic() - self._tick < self.qc.stall_timeout_s
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)`` for ``/healthz``."""
+        alive = self._loop_alive()
+        redis_ok = self._redis_down_since is None
+        return alive and redis_ok, {
+            "status": "ok" if alive and redis_ok else "unhealthy",
+            "worker": self.name,
+            "loop_age_s": round(time.monotonic() - self._tick, 3),
+            "redis": "ok" if redis_ok else "unavailable",
+            "jobs": len(self._jobs),
+            "stopping": self._stop_reason,
+        }
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: object) -> None:
+            name = signal.Signals(signum).name
+            if self._stop_reason:
+                log.warning(
+                    "worker %s: second %s; exiting now, its jobs stay pending and are "
+                    "reclaimed after %.0f s",
+                    self.name,
+                    name,
+                    self.qc.claim_idle_s,
+                )
+                os._exit(1)
+            self._stop_reason = f"received {name}"
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _redis_failed(self, error: Exception, doing: str) -> None:
+        self.metrics.redis_errors.inc()
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = now
+            log.warning(
+                "worker %s: redis unavailable while %s (%s); retrying with back-off",
+                self.name,
+                doing,
+                error,
+            )
+        if self._stop_reason and now - self._redis_down_since > SHUTDOWN_REDIS_GRACE_S:
+            raise error
+        down = now - self._redis_down_since
+        time.sleep(min(REDIS_BACKOFF_MAX_S, 0.1 * 2 ** min(down, 10)))
+
+    def _retry(self, call: Callable[[], T], doing: str) -> T:
+        """``call()``, retried with back-off while Redis is unreachable."""
+        while True:
+            try:
+                result = call()
+            except REDIS_ERRORS as error:
+                self._redis_failed(error, doing)
+                continue
+            self._redis_ok()
+            return result
+
+    def _redis_ok(self) -> None:
+        if self._redis_down_since is not None:
+            log.info(
+                "worker %s: redis is back after %.1f s",
+                self.name,
+                time.monotonic() - self._redis_down_since,
+            )
+            self._redis_down_since = None
+
+    def _shutdown(self, reason: str) -> None:
+        handed = 0
+        self.heartbeat.stop()
+        for held in list(self._jobs.values()):
+            try:
+                self._hand_back(held)
+                handed += 1
+            except Exception as error:
+                log.error(
+                    "worker %s: could not hand back job %s (%r); it is reclaimed after %.0f s",
+                    self.name,
+                    held.spec.id,
+                    error,
+                    self.qc.claim_idle_s,
+                )
+        self.muxer.close()
+        if self.metrics_server:
+            self.metrics_server.stop()
+        try:
+            if self.queue.delete_idle_consumer(self.name, 0):
+                log.debug("worker %s: left the consumer group", self.name)
+        except Exception:
+            pass  # it holds handed-back entries, or redis is gone: others clean up
+        log.info(
+            "worker %s stopped (%s): %d jobs ended here, %d handed back",
+            self.name,
+            reason,
+            self.jobs_done,
+            handed,
+            extra={"worker": self.name, "jobs_done": self.jobs_done, "handed_back": handed},
+        )
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))

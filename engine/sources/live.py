@@ -1,0 +1,355 @@
+"""Live broadcast feeds through PyAV (FFmpeg): RTSP, RTMP, SRT, UDP, TCP, HTTP(S), HLS.
+
+``rtsp://``, ``rtsps://``, ``rtmp://``, ``rtmps://``, ``srt://``, ``udp://``, ``tcp://``,
+``http://`` and ``https://`` URLs (an ``.m3u8`` playlist is HLS) open a
+:class:`LiveFeedSource`. Opening never blocks: the connection is made when reading
+starts, in the reader thread.
+
+**Reconnection.** A feed that drops (the sender closes the connection, nothing arrives
+for ``read_timeout_s``, a network or decoder error) is reopened after a back-off that
+starts at ``reconnect_min_s`` and doubles up to ``reconnect_max_s``; a frame resets it.
+When no frame has arrived for ``give_up_s`` (counting from the start, or from the last
+frame) the source fails with :class:`FeedUnavailableError`.
+
+**Frame numbers and times.** ``index`` keeps counting across reconnections (from
+``start_index``, so a job resumed on another worker continues its numbering). Within
+one connection ``pts`` follows the feed's timestamps; across a gap it jumps to the
+wall-clock time since ``epoch`` (the wall time of pts 0, kept by the job), so times
+never go backwards and gaps show. A feed cannot be rewound: a resumed job continues
+from *now*, and what was broadcast meanwhile is not analysed.
+
+**Finite streams over the network.** A stream whose container declares a duration
+(an MP4 over HTTP, an HLS playlist with ``#EXT-X-ENDLIST``) is a file, not a feed: its
+end is the end of the source, it is numbered from 0 like a file, and a reconnection
+after a drop skips the frames already delivered. Live streams (MPEG-TS over TCP/UDP,
+RTSP, RTMP, live HLS) declare none.
+
+**Credentials** in a URL (``rtsp://user:pass@cam``, ``?passphrase=``, RTMP stream keys)
+never leave this module: the source's ``name`` (copied into frames, records and
+errors) is :func:`redact_url` of the URL, and every error message is redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit
+
+import av
+import av.error
+import numpy as np
+from av.video.frame import VideoFrame
+
+from engine.errors import NotAVideoError, SourceError
+from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.registry import register_scheme
+from engine.sources.settings import SourceSettings
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "http", "https")
+"""URL schemes read as live feeds."""
+
+FALLBACK_FPS = 25.0
+"""Frame rate assumed for frames without timestamps when the feed declares none."""
+
+COMMON_OPTIONS = {"analyzeduration": "2000000", "probesize": "2000000"}
+"""FFmpeg options for every feed: probe at most 2 s / 2 MB before the first frame."""
+
+SCHEME_OPTIONS: dict[str, dict[str, str]] = {
+    "rtsp": {"rtsp_transport": "tcp"},
+    "rtsps": {"rtsp_transport": "tcp"},
+    "udp": {"overrun_nonfatal": "1", "buffer_size": "8388608"},
+}
+"""Per-scheme FFmpeg options: RTSP interleaved over TCP (no UDP loss, passes NAT);
+UDP with an 8 MB socket buffer that survives a burst without aborting."""
+
+_SENSITIVE_QUERY = re.compile(
+    r"(?i)([?&;](?:password|passwd|pass|pwd|passphrase|secret|token|key|auth|"
+    r"access_token|sig|signature|streamid)=)[^&;#\s'\"]*"
+)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials masked: user info, secret query values, RTMP keys.
+
+    >>> redact_url("rtsp://admin:hunter2@10.0.0.5/stream?token=abc")
+    'rtsp://admin:***@10.0.0.5/stream?token=***'
+    """
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$", url, re.S)
+    if not match:
+        return _SENSITIVE_QUERY.sub(r"\1***", url)
+    scheme, authority, rest = match.groups()
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user, sep, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if sep else f"***@{host}"
+    if scheme.lower() in ("rtmp", "rtmps"):
+        # rtmp://host/app/STREAM-KEY: the stream name is the publishing secret.
+        path, query = re.match(r"^([^?#]*)(.*)$", rest, re.S).groups()  # type: ignore[union-attr]
+        parts = path.split("/")
+        if len(parts) > 2 and any(parts[2:]):
+            path = "/".join([*parts[:2], "***"])
+        rest = path + query
+    rest = _SENSITIVE_QUERY.sub(r"\1***", rest)
+    return f"{scheme}://{authority}{rest}"
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url`."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+class FeedUnavailableError(SourceError):
+    """No frame arrived from a feed for ``give_up_s`` (down, unreachable, or not video)."""
+
+    def __init__(self, source: str, seconds: float, detail: str, frames: int) -> None:
+        self.seconds, self.frames = seconds, frames
+        what = "no frame from the feed" if frames == 0 else "the feed stopped sending frames"
+        super().__init__(
+            source,
+            f"{what} for {seconds:.1f} s ({redact(detail)})",
+            "check that the feed is up and reachable from the worker",
+        )
+
+
+class FeedNotSupportedError(SourceError):
+    """This FFmpeg build cannot read the URL's protocol (e.g. no SRT library)."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(
+            source,
+            f"this worker's FFmpeg cannot read it ({redact(detail)})",
+            "use a protocol the worker's PyAV build supports, or rebuild PyAV with it",
+        )
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Connection behaviour of live feeds (``[queue] live_*`` keys for workers)."""
+
+    open_timeout_s: float = 10.0
+    """Give up one connection attempt after this long."""
+    read_timeout_s: float = 5.0
+    """Drop the connection when nothing arrives for this long."""
+    reconnect_min_s: float = 0.5
+    """First wait before reconnecting; doubles per failed attempt."""
+    reconnect_max_s: float = 10.0
+    """Longest wait between attempts."""
+    give_up_s: float = 120.0
+    """Fail with FeedUnavailableError after this long without a frame."""
+
+
+class LiveFeedSource(DecodingSource):
+    """A network feed, reconnected when it drops; see the module doc.
+
+    ``start_index`` numbers the first frame of a live feed (a finite stream is numbered
+    from 0 and skips the frames before ``start_index``); ``epoch`` is the wall time
+    (``time.time()``) of pts 0 (default: the first frame's arrival); setting ``stop``
+    ends the source at the next frame, back-off or read timeout.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: SourceSettings | None = None,
+        live: LiveSettings | None = None,
+        *,
+        start_index: int = 0,
+        epoch: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        super().__init__(redact_url(url), settings or SourceSettings())
+        self._url = url
+        self.live = live or LiveSettings()
+        self.start_index = start_index
+        self.epoch = epoch
+        self.stop_event = stop or threading.Event()
+        self.scheme = urlsplit(url).scheme.lower()
+        self.connections = 0
+        """Successful connections so far (the first one included)."""
+        self.reconnects = 0
+        """Times the feed dropped and a new connection was attempted."""
+        self.finite: bool | None = None
+        """Whether the stream declared a duration (decided at the first connection)."""
+
+    def _options(self) -> dict[str, str]:
+        return {**COMMON_OPTIONS, **SCHEME_OPTIONS.get(self.scheme, {})}
+
+    def _open(self) -> av.container.InputContainer:
+        s = self.live
+        return av.open(
+            self._url,
+            mode="r",
+            options=self._options(),
+            timeout=(s.open_timeout_s, s.read_timeout_s),
+            metadata_errors="replace",
+        )
+
+    def _decode(self) -> Generator[DecodedFrame, None, None]:
+        s = self.live
+        index = self.start_index - 1  # the last index handed out
+        delivered = 0
+        last_pts: float | None = None
+        last_frame_at = time.monotonic()  # the give-up clock
+        backoff = s.reconnect_min_s
+        while not self.stop_event.is_set():
+            container = None
+            reason = "connection closed"
+            try:
+                container = self._open()
+                stream = _video_stream(container, self.name)
+                self.connections += 1
+                if self.finite is None:
+                    self.finite = bool(container.duration and container.duration > 0)
+                rate = stream.average_rate or stream.guessed_rate
+                self.nominal_fps = float(rate) if rate else None
+                period = 1.0 / (self.nominal_fps or FALLBACK_FPS)
+                log.info(
+                    "%s: connected (%s%s)",
+                    self.name,
+                    container.format.name,
+                    ", finite" if self.finite else "",
+                )
+                clock = _ConnectionClock(period)
+                n = -1  # frames decoded on this connection
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        n += 1
+                        t = frame.time
+                        if t is not None and not math.isfinite(t):
+                            t = None
+                        if self.finite:  # numbered and timed like a file
+                            i = n
+                            pts = clock.file_pts(t, n)
+                            if i <= index:  # delivered before (a reconnection, a resume)
+                                continue
+                        else:
+                            i = index + 1
+                            if n == 0:
+                                clock.start(self._connection_offset(last_pts, period), t)
+                            pts = clock.live_pts(t, last_pts)
+                        index, last_pts = i, pts
+                        delivered += 1
+                        last_frame_at = time.monotonic()
+                        backoff = s.reconnect_min_s
+                        yield DecodedFrame(
+                            i, pts, frame.width, frame.height, partial(_to_rgb, frame)
+                        )
+                        if self.stop_event.is_set():
+                            return
+                if self.finite:
+                    if n < 0:
+                        raise NotAVideoError(self.name, "the stream holds no video frames")
+                    log.info("%s: end of stream after %d frames", self.name, delivered)
+                    return
+                reason = "the feed ended the stream"
+            except av.error.ProtocolNotFoundError as error:
+                raise FeedNotSupportedError(self.name, _detail(error)) from error
+            except av.error.ExitError:
+                reason = (
+                    f"nothing received for {s.read_timeout_s:g} s"
+                    if container is not None
+                    else f"could not connect within {s.open_timeout_s:g} s"
+                )
+            except av.error.FFmpegError as error:
+                reason = _detail(error)
+            finally:
+                if container is not None:
+                    container.close()
+            silent = time.monotonic() - last_frame_at
+            if silent >= s.give_up_s:
+                raise FeedUnavailableError(self.name, silent, reason, delivered)
+            wait = min(backoff, s.give_up_s - silent)
+            log.warning(
+                "%s: %s; reconnecting in %.1f s (no frame for %.1f s, giving up at %.0f s)",
+                self.name,
+                redact(reason),
+                wait,
+                silent,
+                s.give_up_s,
+            )
+            self.reconnects += 1
+            if self.stop_event.wait(wait):
+                return
+            backoff = min(backoff * 2, s.reconnect_max_s)
+
+    def _connection_offset(self, last_pts: float | None, period: float) -> float:
+        """pts of the first frame of a new connection: after the last, at wall time."""
+        if self.finite:
+            return 0.0
+        now = time.time()
+        if self.epoch is None:
+            self.epoch = now
+        wall = now - self.epoch
+        return wall if last_pts is None else max(last_pts + period, wall)
+
+    def _release(self) -> None:
+        self.stop_event.set()
+
+
+class _ConnectionClock:
+    """Frame times on one connection: the feed's timestamps, from an offset."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.offset = 0.0
+        self.origin: float | None = None  # feed time at ``offset``
+        self._first = False
+
+    def file_pts(self, t: float | None, n: int) -> float:
+        if self.origin is None:
+            self.origin = t if t is not None else 0.0
+        return t - self.origin if t is not None else n * self.period
+
+    def start(self, offset: float, t: float | None) -> None:
+        self.offset, self.origin = offset, t
+        self._first = True
+
+    def live_pts(self, t: float | None, last_pts: float | None) -> float:
+        if self._first:
+            self._first = False
+            return self.offset
+        expected = (last_pts or 0.0) + self.period
+        if t is None:
+            return expected
+        if self.origin is None:  # the first frames had no timestamps
+            self.origin = t - (expected - self.offset)
+            return expected
+        pts = self.offset + (t - self.origin)
+        if last_pts is not None and pts < last_pts:  # the feed's clock was reset
+            self.offset, self.origin = expected, t
+            return expected
+        return pts
+
+
+def _video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
+    streams = [s for s in container.streams.video if s.codec_context is not None]
+    if not streams:
+        kinds = ", ".join(s.type for s in container.streams) or "no streams"
+        raise NotAVideoError(name, f"no video stream; it holds: {kinds}")
+    stream = streams[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _to_rgb(frame: VideoFrame) -> np.ndarray:
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+
+
+def _detail(error: av.error.FFmpegError) -> str:
+    text = str(getattr(error, "strerror", None) or error).splitlines()[0]
+    return redact(text)
+
+
+@register_scheme(*SCHEMES)
+def open_live(spec: str, settings: SourceSettings) -> LiveFeedSource:
+    """The opener :func:`engine.sources.open_source` uses for live URLs."""
+    return LiveFeedSource(spec, settings)
