@@ -98,8 +98,8 @@ def _measure_batch(
             add(
                 "classify+xai",
                 method,
-                lambda p=p: p.classify_and_explain(crops, explain_all=True),
-                lambda e=e: e.classify_and_explain(one, explain_all=True),
+                lambda p=p: p.classify_and_explain(crops, explain=torch.arange(len(crops))),
+                lambda e=e: e.classify_and_explain(one, explain=torch.arange(1)),
             )
         elif method != "integrated_gradients" or b in s.ig_stage_batches:
             add("xai", method, lambda p=p: p.explain(crops), lambda e=e: e.explain(one))

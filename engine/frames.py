@@ -25,6 +25,9 @@ class Frame:
     image: np.ndarray = field(repr=False)
     """uint8 RGB, shape (height, width, 3); a uint8 torch tensor of that shape when a
     decoder leaves frames on a GPU (DALI, ``engine.sources.dali``)."""
+    boxes: torch.Tensor | None = field(default=None, repr=False)
+    """Face boxes ``(k, 5)`` when a detector already ran on this frame (in the reader
+    thread: ``Pipeline.detect_ahead``); None when not detected yet."""
 
     @property
     def height(self) -> int:
@@ -44,6 +47,8 @@ class FrameBatch:
     sources: list[str]
     indices: list[int]
     pts: list[float]
+    boxes: list[torch.Tensor | None] = field(default_factory=list)
+    """Per frame: the boxes found ahead (``Frame.boxes``), or None."""
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -71,6 +76,7 @@ class FrameBatch:
             sources=[f.source for f in frames],
             indices=[f.index for f in frames],
             pts=[f.pts for f in frames],
+            boxes=[f.boxes for f in frames],
         )
 
     def frame(self, i: int) -> np.ndarray:

@@ -74,8 +74,6 @@ log = logging.getLogger(__name__)
 STAGES = ("detect", "crop", "classify", "xai", "adversarial")
 REAL, FAKE = 0, 1
 
-MAX_DETECTED_AHEAD = 4096
-"""Boxes :meth:`Pipeline.detect_ahead` may hold for frames not analysed yet."""
 
 FUSABLE_METHODS = ("guided_backprop", "saliency", "input_x_gradient")
 """XAI methods that are one backward of the classifying forward (fusable with ``classify``)."""
@@ -139,8 +137,7 @@ class Pipeline:
         self.device = device
         self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
         self._passes: dict[str, nn.Module] = {}
-        self._ahead: dict[tuple[str, int, float], Tensor] = {}
-        self._ahead_lock = threading.Lock()  # guards _ahead
+        self._ahead_lock = threading.Lock()  # guards detect_ahead_ms
         self._detector_lock = threading.Lock()  # one detection at a time on face_detector
         self._face_detector_factory = face_detector_factory
         self._thread_detectors = threading.local()
@@ -261,11 +258,7 @@ class Pipeline:
         for n in batch_sizes:
             crops = torch.rand(n, 3, size, size, device=self.device)
             self.runtime.begin_step()
-            if self.fused:
-                self.classify_and_explain(crops, explain_all=True)
-            else:
-                self.classify(crops)
-                self.explain(crops)
+            self.classify_and_explain(crops, explain=torch.arange(n))
             self.check(crops, torch.zeros_like(crops), keep_maps=False)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -317,12 +310,7 @@ class Pipeline:
                     (boxes,) = own.detect(image[None], sizes)
                 with self._ahead_lock:
                     self.detect_ahead_ms += (time.perf_counter() - start) * 1000
-                    if len(self._ahead) >= MAX_DETECTED_AHEAD:  # frames never analysed
-                        log.warning(
-                            "detect_ahead: %d boxes never used; dropped", MAX_DETECTED_AHEAD
-                        )
-                        self._ahead.clear()
-                    self._ahead[(frame.source, frame.index, frame.pts)] = boxes
+                frame = dataclasses.replace(frame, boxes=boxes)
             yield frame
 
     def _own_detector(self) -> FaceDetector | None:
@@ -335,9 +323,7 @@ class Pipeline:
         return detector
 
     def _per_frame_boxes(self, batch: FrameBatch) -> list[Tensor]:
-        keys = zip(batch.sources, batch.indices, batch.pts, strict=True)
-        with self._ahead_lock:
-            found = [self._ahead.pop(key, None) for key in keys]
+        found = list(batch.boxes) if batch.boxes else [None] * len(batch)
         missing = [i for i, boxes in enumerate(found) if boxes is None]
         if missing:
             idx = torch.tensor(missing)
@@ -402,24 +388,45 @@ class Pipeline:
         return logits.float().softmax(dim=1)[:, 1], maps
 
     def classify_and_explain(
-        self, crops: Tensor, explain_all: bool = False
+        self,
+        crops: Tensor,
+        explain: Tensor | None = None,
+        timer: _StageTimer | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Fused classify + XAI: ``(p_fake on the CPU, indices of the faces called real,
-        their attributions or None)``; ``explain_all`` explains every face.
+        """Stages ``classify`` and ``xai``: ``(p_fake on the CPU, indices of the faces
+        explained, their attributions or None)``.
 
-        Needs :attr:`fused`. One forward of the gradient pass over all faces, then one
-        backward of the sum of the real faces' "real" logits (faces are independent in
-        eval mode, so each face's input gradient is its own).
+        ``explain`` picks the faces to explain (indices); by default the faces the
+        detector calls real. The offline dataset builder calls this too, so maps are
+        taken exactly as online. When :attr:`fused`: one forward of the gradient pass
+        over all faces, then one backward of the sum of the chosen faces' "real" logits
+        (faces are independent in eval mode, so each face's input gradient is its own).
+        Otherwise a no-grad classification, then ``engine.xai.attribute`` of the chosen.
         """
-        x, logits = self._forward_with_grad(crops)
-        p_fake = _p_fake(logits, len(crops))
-        if explain_all:
-            real = torch.arange(len(crops))
+        timer = timer or _StageTimer(self.device)
+        attributions: Tensor | None = None
+        if self.fused:
+            with timer("classify"):
+                x, logits = self._forward_with_grad(crops)
+                p_fake = _p_fake(logits, len(crops))
+            which = self._to_explain(p_fake, explain)
+            with timer("xai"):
+                if len(which) and logits is not None:
+                    attributions = self._backward(crops, x, logits, which)
+            del x, logits  # frees the forward's graph
         else:
-            real = (p_fake < self.settings.fake_threshold).nonzero().flatten()
-        if len(real) == 0 or logits is None:
-            return p_fake, real, None
-        return p_fake, real, self._backward(crops, x, logits, real)
+            with timer("classify"):
+                p_fake = self.classify(crops).cpu() if len(crops) else torch.zeros(0)
+            which = self._to_explain(p_fake, explain)
+            with timer("xai"):
+                if len(which):
+                    attributions = self.explain(crops[which.to(self.device)])
+        return p_fake, which, attributions
+
+    def _to_explain(self, p_fake: Tensor, explain: Tensor | None) -> Tensor:
+        if explain is not None:
+            return explain.flatten().long().cpu()
+        return (p_fake < self.settings.fake_threshold).nonzero().flatten()
 
     def _forward_with_grad(self, crops: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(leaf input, logits with their graph)``; logits None for no crops."""
@@ -445,7 +452,6 @@ class Pipeline:
 
     def analyze(self, batch: FrameBatch, job: str = "", keep_maps: bool = False) -> BatchResult:
         timer = _StageTimer(self.device)
-        s = self.settings
         self.runtime.begin_step()
         # One host->device copy per batch, issued first so it overlaps CPU detection.
         images = batch.images.to(self.device, non_blocking=True)
@@ -453,23 +459,7 @@ class Pipeline:
             frame_ids, boxes = self.detect(batch, images)
         with timer("crop"):
             crop_boxes, crops = self.crop(images, batch.sizes, frame_ids, boxes)
-        attributions: Tensor | None = None
-        if self.fused:
-            with timer("classify"):
-                x, logits = self._forward_with_grad(crops)
-                p_fake = _p_fake(logits, len(crops))
-            real = (p_fake < s.fake_threshold).nonzero().flatten()
-            with timer("xai"):
-                if len(real) and logits is not None:
-                    attributions = self._backward(crops, x, logits, real)
-            del x, logits  # frees the forward's graph
-        else:
-            with timer("classify"):
-                p_fake = self.classify(crops).cpu() if len(crops) else torch.zeros(0)
-            real = (p_fake < s.fake_threshold).nonzero().flatten()
-            with timer("xai"):
-                if len(real):
-                    attributions = self.explain(crops[real.to(self.device)])
+        p_fake, real, attributions = self.classify_and_explain(crops, timer=timer)
         p_attacked = torch.full((len(boxes),), float("nan"))
         maps = None
         if keep_maps:

@@ -103,7 +103,8 @@ def run_local(
             )
         for source in sources:
             summary.register(source.name)  # listed even if it yields no frame
-            muxer.add(source.name, lambda s=source: _frames(s))
+            # Per-frame (CPU) face detection runs in the reader thread, ahead of the models.
+            muxer.add(source.name, lambda s=source: pipeline.detect_ahead(_frames(s)))
         for item in muxer:
             if isinstance(item, SourceEnded):
                 if item.error is not None:

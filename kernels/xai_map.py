@@ -122,16 +122,25 @@ def xai_maps_reference(attributions: Tensor, signed: bool, size: int, quantile: 
     read and write C*S^2), expand for C = 1. About 40D + 60*C*S^2 bytes, 17 launches.
     """
     a = _check_attributions(attributions, size, quantile)
-    n, channels = a.shape[:2]
+    n = a.shape[0]
     if n == 0 or a[0].numel() == 0:
         return torch.zeros(n, 3, size, size, device=a.device)
     a = finite_float32(a)
-    ratio = a / map_scale(a, quantile).view(n, 1, 1, 1)
+    m = map_values(a, map_scale(a, quantile), signed, size)
+    return map_levels(m).to(torch.float32) / 255
+
+
+def map_values(a: Tensor, scale: Tensor, signed: bool, size: int) -> Tensor:
+    """Steps 2-4 of the rule, before quantization: ``a / s``, clamp and shift, resize.
+
+    ``a``: finite float32 ``(N, C, H, W)``, C = 1 or 3; ``scale``: ``(N,)``. Returns
+    ``(N, 3, size, size)`` in [0, 1]. Differentiable in ``a`` (the adaptive attack in
+    ``training.attacks.adaptive`` backpropagates through it).
+    """
+    ratio = a / scale.view(-1, 1, 1, 1)
     m = 0.5 + 0.5 * ratio.clamp(-1.0, 1.0) if signed else ratio.clamp(0.0, 1.0)
     m = resize_images(m, size).clamp(0.0, 1.0)
-    if channels == 1:
-        m = m.expand(-1, 3, -1, -1)
-    return map_levels(m).to(torch.float32) / 255
+    return m.expand(-1, 3, -1, -1) if m.shape[1] == 1 else m
 
 
 def detect_resnet_inputs_reference(

@@ -254,15 +254,11 @@ def p_fake_of(pipeline: Pipeline, crops: torch.Tensor, batch_size: int) -> torch
 
 
 def attributions_of(pipeline: Pipeline, crops: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-    """Attributions of the faces ``which`` (indices) of a batch of ``crops``, taken the
-    way ``Pipeline.analyze`` takes them: fused with the forward over the whole batch
-    (``Pipeline.classify_and_explain``) where the pipeline fuses, else
-    ``Pipeline.explain`` of those faces."""
-    if pipeline.fused:
-        _, _, every = pipeline.classify_and_explain(crops, explain_all=True)
-        assert every is not None
-        return every[which.to(every.device)]
-    return pipeline.explain(crops[which.to(crops.device)])
+    """Attributions of the faces ``which`` (indices) of a batch of ``crops``, taken by
+    the pipeline's own classify + XAI stages, exactly as ``Pipeline.analyze`` takes them."""
+    _, _, attributions = pipeline.classify_and_explain(crops, explain=which)
+    assert attributions is not None, "explaining a non-empty selection gives attributions"
+    return attributions
 
 
 def xai_maps(

@@ -456,7 +456,8 @@ class Worker:
         self.metrics.jobs_active.set(len(self._jobs))
         self.muxer.add(
             held.key,
-            lambda: self._frames(held),
+            # Per-frame (CPU) face detection runs in the job's reader thread.
+            lambda: self.pipeline.detect_ahead(self._frames(held)),
             Overflow.DROP_OLDEST if mode is Mode.REALTIME else Overflow.BLOCK,
             depth=self.qc.live_buffer_frames if live else None,
         )

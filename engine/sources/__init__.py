@@ -6,6 +6,7 @@ overlaps inference in :class:`engine.batching.StreamMuxer`, which reads each sou
 its own thread.
 """
 
+from engine.sources import live  # noqa: F401  (registers the live feed URL schemes)
 from engine.sources.base import DecodedFrame, DecodingSource, Source
 from engine.sources.images import (
     IMAGE_EXTENSIONS,
@@ -25,8 +26,6 @@ from engine.sources.registry import (
 from engine.sources.sampler import FrameSampler
 from engine.sources.settings import SourceSettings
 from engine.sources.video import VideoFileSource
-
-from engine.sources import live  # noqa: E402, F401  (registers the live feed URL schemes)
 
 __all__ = [
     "IMAGE_EXTENSIONS",

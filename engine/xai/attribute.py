@@ -140,7 +140,7 @@ def attribute(
         _warn_training_once(model)
     # Callers may run under no_grad or inference_mode: gradients are needed here.
     with torch.inference_mode(False), torch.enable_grad():
-        targets = _target_vector(target, inputs.shape[0], inputs.device)
+        targets = target_vector(target, inputs.shape[0], inputs.device)
         if inputs.shape[0] == 0:
             return torch.zeros_like(inputs)
         return fn(model, inputs, targets, **options).detach()
@@ -252,7 +252,7 @@ def check_image_batch(what: str, value: object) -> None:
         raise NotAnImageBatchError(what, value)
 
 
-def _target_vector(target: Target, batch: int, device: torch.device) -> Tensor:
+def target_vector(target: Target, batch: int, device: torch.device) -> Tensor:
     """``target`` as a LongTensor ``(batch,)`` on ``device`` (range checked later)."""
     if isinstance(target, numbers.Integral) and not isinstance(target, bool):
         return torch.full((batch,), int(target), dtype=torch.long, device=device)

@@ -45,7 +45,6 @@ activations called functionally keep their plain autograd derivatives.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -53,16 +52,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from engine.faces.crop import resize_images
 from engine.xai import (
     DEFAULT_IG_METHOD,
     DEFAULT_N_STEPS,
     DEFAULT_QUANTILE,
     GUIDED_ACTIVATIONS,
     METHODS,
-    SCALE_EPS,
     UNSIGNED_METHODS,
-    InvalidTargetError,
     InvalidXAIOptionError,
     NotAnImageBatchError,
     TargetOutOfRangeError,
@@ -70,6 +66,8 @@ from engine.xai import (
     UnknownXAIMethodError,
     integration_nodes,
 )
+from engine.xai.attribute import target_vector
+from kernels.xai_map import map_levels, map_scale, map_values
 
 __all__ = ["attribute_differentiable", "prepare_map_differentiable"]
 
@@ -111,7 +109,7 @@ def attribute_differentiable(
     if smooth_beta is not None and not smooth_beta > 0:
         raise InvalidXAIOptionError("smooth_beta", smooth_beta, "None or a number > 0")
     x = inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
-    targets = _target_vector(target, x.shape[0], x.device)
+    targets = target_vector(target, x.shape[0], x.device)
     with torch.enable_grad():
         return fn(model, x, targets, smooth_beta, **options)
 
@@ -144,18 +142,13 @@ def prepare_map_differentiable(
         signed = method not in UNSIGNED_METHODS
     big = torch.finfo(torch.float32).max
     a = torch.nan_to_num(attributions.to(torch.float32), nan=0.0, posinf=big, neginf=-big)
-    n = a.shape[0]
-    if n == 0:
+    if a.shape[0] == 0:
         return a.new_zeros(0, 3, size, size)
-    scale = _abs_quantile(a.detach(), float(quantile)).clamp_min(SCALE_EPS).view(n, 1, 1, 1)
-    ratio = a / scale
-    m = 0.5 + 0.5 * ratio.clamp(-1.0, 1.0) if signed else ratio.clamp(0.0, 1.0)
-    m = resize_images(m, size).clamp(0.0, 1.0)
-    if m.shape[1] == 1:
-        m = m.expand(-1, 3, -1, -1)
+    # The engine's own rule (kernels.xai_map), with the scale held constant.
+    m = map_values(a, map_scale(a.detach(), float(quantile)), signed, size)
     if not quantize:
         return m
-    levels = torch.round(m.detach() * 255).clamp(0, 255) / 255
+    levels = map_levels(m.detach()).to(torch.float32) / 255
     return levels + (m - m.detach())  # value: the quantized map; gradient: m's
 
 
@@ -352,31 +345,3 @@ def _logit_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
         for rule in rules:
             rule.explaining = False
     return grad
-
-
-def _target_vector(target: int | Tensor, batch: int, device: torch.device) -> Tensor:
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        return torch.full((batch,), int(target), dtype=torch.long, device=device)
-    if (
-        isinstance(target, Tensor)
-        and not target.is_floating_point()
-        and target.dtype != torch.bool
-        and target.dim() <= 1
-        and target.numel() in (1, batch)
-    ):
-        return target.to(device=device, dtype=torch.long).reshape(-1).expand(batch)
-    raise InvalidTargetError(target, batch, "expected an int or an integer tensor of shape (N,)")
-
-
-def _abs_quantile(a: Tensor, q: float) -> Tensor:
-    """Per-sample ``q``-quantile of ``|a|`` with linear interpolation (as prepare_map)."""
-    flat = a.abs().flatten(1)
-    m = flat.shape[1]
-    rank = q * (m - 1)
-    below = math.floor(rank)
-    low = flat.kthvalue(below + 1, dim=1).values
-    frac = rank - below
-    if frac == 0.0 or below + 1 >= m:
-        return low
-    high = flat.kthvalue(below + 2, dim=1).values
-    return torch.lerp(low, high, frac)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 
 from engine.config import load_config
-from engine.frames import FrameBatch
+from engine.frames import Frame, FrameBatch
 from engine.pipeline import BatchResult
 from engine.queue.job import JobSpec, JobStatus, Mode
 from engine.queue.keys import GROUP
@@ -29,6 +30,9 @@ class StandInModels:
         self.poison = poison
         self.seconds_per_batch = seconds_per_batch
         self.batches = 0
+
+    def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        return iter(frames)  # nothing to detect ahead
 
     def analyze(self, batch: FrameBatch, job: str = "", keep_maps: bool = False) -> BatchResult:
         self.batches += 1
