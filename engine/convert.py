@@ -163,8 +163,13 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> StateDict:
     if not trust_pickle:
         raise UntrustedPickleError(str(path))
     try:
+        # Reached only with trust_pickle (--trust-pickle); objects are then allowed, but
+        # through the restricted unpickler, which resolves no class of the file's own.
         obj = torch.load(
-            str(path), map_location="cpu", pickle_module=_restricted_pickle, weights_only=False
+            str(path),
+            map_location="cpu",
+            pickle_module=_restricted_pickle,
+            weights_only=not trust_pickle,
         )
     except Exception as e:  # torch raises many types for a file it cannot read
         raise WeightsError(

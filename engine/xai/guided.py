@@ -55,6 +55,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -100,7 +101,7 @@ class _GuidedFunction(torch.autograd.Function):
         return torch.relu(ctx.guide.local_grad(grad_out, x)), None
 
 
-class GuidedActivation(nn.Module):
+class GuidedActivation(nn.Module, ABC):
     """An activation module whose backward follows the guided rule.
 
     Forward calls the wrapped original module ``act`` (outputs are bit-identical; an
@@ -116,9 +117,9 @@ class GuidedActivation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return _GuidedFunction.apply(x, self)
 
+    @abstractmethod
     def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
         """``phi'(x) * grad_out``: the plain gradient the activation passes back."""
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return "guided"

@@ -148,7 +148,9 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make test installs it)")
+        pytest.fail(
+            "redis-server is not installed: run the suite with 'make test', which installs it"
+        )
     folder = tmp_path / "redis"
     folder.mkdir()
     server = RedisServer(folder, f"pw-{secrets.token_hex(8)}").start()
@@ -159,7 +161,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def tls_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None or shutil.which("openssl") is None:
-        pytest.skip("redis-server or openssl is not installed")
+        pytest.fail("redis-server or openssl is not installed: 'make test' installs redis-server")
     folder = tmp_path / "redis-tls"
     folder.mkdir()
     tls = _make_certificates(folder)
@@ -168,7 +170,7 @@ def tls_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.start()
     except AssertionError as error:
         if "tls" in str(error).lower():
-            pytest.skip(f"this redis-server has no TLS support: {error}")
+            pytest.fail(f"this redis-server has no TLS support (Debian's has): {error}")
         raise
     yield server
     server.stop()
