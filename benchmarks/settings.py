@@ -8,6 +8,10 @@ from the command line):
 * ``cpu`` (full size on a CPU): XceptionNet 299 and Detect-ResNet50 224, Haar on
   384×384 frames, 2 streams × 8 frames; Integrated Gradients on fewer frames (it is 50
   backward passes per face).
+
+  Both CPU sizes run Veritas in bf16 autocast on a CPU with bf16 in hardware
+  (AVX512-BF16 or AMX: ``engine.runtime.host.cpu_has_native_bf16``), fp32 elsewhere;
+  the baseline is fp32 by definition.
 * ``gpu`` (one CUDA GPU): the full models, RetinaFace on 1920×1080 frames decoded from
   H.264 files (DALI when installed), ``torch.compile`` with CUDA graphs, bf16,
   channels-last.
@@ -128,14 +132,28 @@ class BenchSettings:
         ]
 
 
+def cpu_precision() -> str:
+    """bf16 where the CPU computes it in hardware (oneDNN's native kernels), else fp32."""
+    from engine.runtime.host import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 def preset(size: str, device: str | None = None) -> BenchSettings:
     """The defaults of a size; ``device`` defaults to CUDA for ``gpu``, else the CPU."""
     if size == "quick":
-        return BenchSettings(size="quick", device=device or "cpu")
+        device = device or "cpu"
+        return BenchSettings(
+            size="quick",
+            device=device,
+            precision=cpu_precision() if device == "cpu" else "fp32",
+        )
     if size == "cpu":
+        device = device or "cpu"
         return BenchSettings(
             size="cpu",
-            device=device or "cpu",
+            device=device,
+            precision=cpu_precision() if device == "cpu" else "fp32",
             detector="xception",
             adversarial="detect_resnet50",
             frame_size=(384, 384),

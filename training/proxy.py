@@ -354,7 +354,7 @@ class ProxyRun:
             f"# {LABEL} run ({self.size_name})",
             "",
             f"* command: `{self.invocation}`",
-            f"* date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+            f"* finished: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
             f"* machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
             f"{torch.__version__} ({torch.get_num_threads()} threads); load average at the "
             f"start {self.load_at_start[0]:.2f}, at the end {load[0]:.2f} / {load[1]:.2f} / "
