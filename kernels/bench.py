@@ -5,11 +5,12 @@ The benchmark harness (``benchmarks/``) times ``case.reference(*inputs)`` agains
 least 2x their PyTorch references) and the kernel's bandwidth from ``case.fused_bytes``::
 
     from kernels import bench_cases
+    rows = []
     for case in bench_cases(device="cuda"):
         inputs = case.make_inputs()
         t_ref = time(lambda: case.reference(*inputs))
         t_ker = time(lambda: case.kernel(*inputs))
-        print(case.name, case.shapes, t_ref / t_ker, case.fused_bytes / t_ker / 1e9, "GB/s")
+        rows.append((case.name, case.shapes, t_ref / t_ker, case.fused_bytes / t_ker / 1e9))
 
 The callables call the ``*_reference`` and ``*_triton`` functions directly (no dispatch),
 so the comparison holds whatever ``VERITAS_KERNELS`` says. ``ig_accumulate`` adds into its
