@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-import pytest
+# Inductor's on-disk cache keys its C++ kernels by the CPU it detects, not by the
+# instruction set ATen is told to use (ATEN_CPU_CAPABILITY): a run as an AVX2 machine
+# after an AVX-512 run on the same machine loaded the other run's kernels and computed
+# garbage. One cache per setting, made before torch is imported.
+_ISA = "-".join(
+    os.environ.get(k, "native")
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+)
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"veritas-inductor-{_ISA}")
+)
 
-from engine.config import Config, load_config
-from tests.media import encode_video, face_frames
+import pytest  # noqa: E402
+
+from engine.config import Config, load_config  # noqa: E402
+from tests.media import encode_video, face_frames  # noqa: E402
 
 TINY = [
     'models.detector="xception_tiny"',

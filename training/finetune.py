@@ -48,7 +48,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,15 @@ def mean_validation_metric(
 
 
 def split_train_val(rows: Sequence[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
-    """Hold out ``fraction`` of the video groups (at least one) for validation."""
+    """Hold out ``fraction`` of the video groups (at least one) for validation.
+
+    Groups are taken in a seeded order, stratified by class: a group is passed over when
+    taking it would leave the training part without a class the rows have, and once
+    the fraction is reached, groups that bring a class validation still lacks are taken
+    until it has every class (when the groups allow). Which class a video's faces land
+    in depends on the deepfake detector's verdicts, so a plain random pick of a few
+    groups could hold out only attacked faces.
+    """
     if not 0.0 < fraction < 1.0:
         raise BadOptionError("--val-fraction", fraction, "a number between 0 and 1")
     order = seeded_order((r["group"] for r in rows), seed, "val")
@@ -167,10 +175,30 @@ def split_train_val(rows: Sequence[Row], fraction: float, seed: int) -> tuple[li
         raise EmptyDatasetError(
             "validation videos", f"the training split has {len(order)} video group; need 2+"
         )
-    val_groups = set(order[: max(1, round(fraction * len(order)))])
+    labels: dict[str, set[Any]] = {}
+    for r in rows:
+        labels.setdefault(r["group"], set()).add(r.get("label"))
+    every = set().union(*labels.values())
+
+    def classes(groups: Iterable[str]) -> set[Any]:
+        return set().union(*(labels[g] for g in groups))
+
+    want = max(1, round(fraction * len(order)))
+    val: list[str] = []
+    for group in order:
+        missing = every - classes(val)
+        if len(val) >= want:
+            if not missing:
+                break
+            if not labels[group] & missing:
+                continue  # the fraction is reached: only groups that bring a missing class
+        if classes(g for g in order if g != group and g not in val) != every:
+            continue  # training would lose a class
+        val.append(group)
+    held = set(val or order[:want])  # none could go: check_classes names the lost class
     return (
-        [r for r in rows if r["group"] not in val_groups],
-        [r for r in rows if r["group"] in val_groups],
+        [r for r in rows if r["group"] not in held],
+        [r for r in rows if r["group"] in held],
     )
 
 

@@ -357,9 +357,11 @@ def test_every_prior_of_a_padded_frame_predicts_as_the_frame_alone(max_side):
             )
             inside = scores[i] >= 0  # priors of the padding score -1
             assert inside.sum() == alone_scores.shape[1]
+            # Batched and single convolutions may use different kernels: boxes (hundreds
+            # of pixels) agree to float32's relative precision, not to a fixed 1e-3 px.
             torch.testing.assert_close(scores[i, inside], alone_scores[0], rtol=0, atol=1e-5)
-            torch.testing.assert_close(boxes[i, inside], alone_boxes[0], rtol=0, atol=1e-3)
-            torch.testing.assert_close(points[i, inside], alone_points[0], rtol=0, atol=1e-3)
+            torch.testing.assert_close(boxes[i, inside], alone_boxes[0], rtol=1e-5, atol=1e-3)
+            torch.testing.assert_close(points[i, inside], alone_points[0], rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("max_side", [0, 100])
@@ -372,7 +374,7 @@ def test_batched_detection_equals_per_frame_detection(max_side):
         assert len(alone) >= 3
         assert alone.shape == found.shape
         # Random weights tie many scores exactly; compare in position order, not score order.
-        torch.testing.assert_close(by_position(found), by_position(alone), rtol=0, atol=1e-3)
+        torch.testing.assert_close(by_position(found), by_position(alone), rtol=1e-5, atol=1e-3)
         h, w = size.tolist()
         assert (found[:, 0:4:2] <= w).all() and (found[:, 1:4:2] <= h).all()
 
@@ -393,6 +395,6 @@ def test_padding_does_not_leak_into_a_smaller_frame():
         results.append((boxes[1], scores[1], detector.detect(frames, sizes)[1]))
     (boxes0, scores0, found0), (boxes1, scores1, found1) = results
     torch.testing.assert_close(scores0, scores1, rtol=0, atol=1e-5)
-    torch.testing.assert_close(boxes0, boxes1, rtol=0, atol=1e-3)
+    torch.testing.assert_close(boxes0, boxes1, rtol=1e-5, atol=1e-3)
     assert len(found0) > 0
-    torch.testing.assert_close(by_position(found0), by_position(found1), rtol=0, atol=1e-3)
+    torch.testing.assert_close(by_position(found0), by_position(found1), rtol=1e-5, atol=1e-3)

@@ -168,6 +168,22 @@ def test_validation_holds_out_whole_groups():
     assert split_train_val(rows, 0.2, seed=1) == (train, val)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_validation_gets_both_classes_whenever_the_groups_allow(seed):
+    """Only 2 of 10 groups have real faces called real (the detector called the others'
+    real faces fake): whatever the seed, one of them is held out and one trained on."""
+    rows = [{"group": f"g{k}", "label": 1} for k in range(10) for _ in range(2)]
+    rows += [{"group": "g3", "label": 0}, {"group": "g7", "label": 0}]
+    train, val = split_train_val(rows, 0.2, seed=seed)
+    assert {r["label"] for r in val} == {0, 1} and {r["label"] for r in train} == {0, 1}
+    assert not {r["group"] for r in train} & {r["group"] for r in val}
+    assert 2 <= len({r["group"] for r in val}) <= 3
+    # With one such group, it stays in training: validation then lacks class 0.
+    one = [r for r in rows if not (r["group"] == "g7" and r["label"] == 0)]
+    train, val = split_train_val(one, 0.2, seed=seed)
+    assert {r["label"] for r in train} == {0, 1} and {r["label"] for r in val} == {1}
+
+
 def test_bf16_autocast_path_runs_on_cpu(data: Path, tmp_path: Path):
     record = Finetuner(options(data, tmp_path, amp="bf16", max_steps=1)).run()
     assert record["amp"] == "bfloat16"
