@@ -197,9 +197,17 @@ def test_resnet50_backbone_converts_as_partial_weights(tmp_path, container):
 
 
 def test_safetensors_sources_need_no_trust(tmp_path):
+    """A safetensors source holds no code: it converts without ``trust_pickle``, while the
+    same state dict pickled is refused without it."""
     state = synthetic_state("torchvision_resnet50_keys")
     save_file(state, str(tmp_path / "model.safetensors"))
-    convert_weights(tmp_path / "model.safetensors", tmp_path / "d.safetensors", "resnet50")
+    dst, _ = convert_weights(tmp_path / "model.safetensors", tmp_path / "d.safetensors", "resnet50")
+    model = create_model("detect_resnet50", weights=dst)
+    assert torch.equal(model.backbone.layer1[0].conv2.weight, state["layer1.0.conv2.weight"])
+    torch.save(state, tmp_path / "model.pth")
+    with pytest.raises(UntrustedPickleError):
+        convert_weights(tmp_path / "model.pth", tmp_path / "p.safetensors", "resnet50")
+    assert not (tmp_path / "p.safetensors").exists()
 
 
 # --- refusals --------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -68,12 +70,40 @@ def test_detect_resnet50_shares_one_backbone_and_has_paper_head(name):
     assert not torch.allclose(model(maps, crops), logits)
 
 
-def test_detect_resnet50_training_mode_matches_eval_path_semantics():
-    model = create_model("detect_resnet50_tiny").train()
-    crops, maps = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)
-    out = model(crops, maps)
+def test_detect_resnet50_keeps_batchnorm_statistics_per_modality_in_training():
+    """In train mode crops and maps go through the backbone in separate passes, so each
+    BatchNorm normalizes a modality by its own batch statistics; ``forward_stacked`` (the
+    fused path's input) does the same, and eval mode's single pass over both equals two."""
+    torch.manual_seed(0)
+    model = create_model("detect_resnet50_tiny")
+    crops = torch.rand(4, 3, 64, 64)
+    maps = 0.2 * torch.rand(4, 3, 64, 64) ** 4  # sparse and dark, as explanation maps are
+
+    def fresh() -> torch.nn.Module:
+        return copy.deepcopy(model).train()  # each train-mode pass updates running stats
+
+    trained = fresh()
+    out = trained(crops, maps)
+    ref = fresh()
+    separate = ref.head(torch.cat([ref.embed(crops), ref.embed(maps)], dim=1))
+    mixed = fresh()
+    joint = mixed.head(torch.cat(mixed.embed(torch.cat([crops, maps])).chunk(2), dim=1))
+    assert torch.allclose(out, separate, rtol=1e-4, atol=1e-5)
+    assert (out - joint).abs().max() > 100 * (out - separate).abs().max() + 1e-4
+    stacked = torch.cat([(crops - model.mean) / model.std, (maps - model.mean) / model.std])
+    assert torch.allclose(fresh().forward_stacked(stacked), out, rtol=1e-4, atol=1e-5)
+    for a, b in zip(trained.modules(), ref.modules(), strict=True):  # same statistics kept
+        if isinstance(a, torch.nn.BatchNorm2d):
+            assert torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
+            assert torch.allclose(a.running_var, b.running_var, rtol=1e-4, atol=1e-6)
     out.sum().backward()
-    assert model.backbone.conv1.weight.grad is not None
+    assert trained.backbone.conv1.weight.grad.abs().sum() > 0
+
+    evaluated = copy.deepcopy(trained).eval()
+    with torch.no_grad():
+        one_pass = evaluated(crops, maps)
+        two = evaluated.head(torch.cat([evaluated.embed(crops), evaluated.embed(maps)], dim=1))
+    assert torch.allclose(one_pass, two, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if model_cfg(n).tiny])

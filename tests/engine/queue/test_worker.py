@@ -1,5 +1,6 @@
 """Worker processes against a real redis-server: shared work, a worker killed mid-job,
-hostile jobs, a live feed kept, handed back on SIGTERM and reconnected, and ``serve``.
+hostile jobs, real-time drops on a live feed, a Redis restart ridden out, a live feed kept,
+handed back on SIGTERM and reconnected, and ``serve``.
 
 Every worker is a real ``python -m engine.cli worker`` process with the tiny models.
 Waits poll a condition with a timeout; the timeouts are generous for a loaded 2-core
@@ -160,7 +161,7 @@ def test_a_job_of_a_killed_worker_finishes_on_another_with_every_frame_once(
 
 
 def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
-    redis_server, worker, tmp_path, feed
+    redis_server, worker, tmp_path
 ):
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video")
@@ -176,7 +177,6 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
         "--set", "queue.live_open_timeout_s=0.5",
         "--set", "queue.live_reconnect_min_s=0.1",
         "--set", "queue.max_job_duration_s=5.0",
-        "--set", "queue.live_buffer_frames=2",
         name="target",
     )  # fmt: skip
     wait_for(lambda: consumers_ready(client, ["target"]), 90, "the worker")
@@ -222,8 +222,21 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
         assert state.status is JobStatus.FAILED and state.error, job_id
     assert w.alive(), w.logs()[-3000:]
 
-    # A live feed faster than the models: real-time mode drops frames and says how many;
-    # max_duration_s ends the live job as done.
+
+def test_a_live_job_faster_than_the_models_drops_frames_in_real_time_and_ends_on_time(
+    redis_server, worker, feed
+):
+    """Real-time mode drops frames and says how many; ``max_duration_s`` ends the live job
+    as done."""
+    client = redis_server.client()
+    queue = Queue(client)
+    worker(
+        redis_server,
+        "--set", 'queue.allowed_schemes=["file", "tcp"]',
+        "--set", "queue.live_buffer_frames=2",
+        name="live",
+    )  # fmt: skip
+    wait_for(lambda: consumers_ready(client, ["live"]), 90, "the worker")
     port = free_port()
     feed(f"tcp://127.0.0.1:{port}?listen=1", fps=25, size=128, faces=True).wait_listening()
     live = queue.enqueue(f"tcp://127.0.0.1:{port}", max_duration_s=3.0)
@@ -234,15 +247,27 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
     assert len(frames) == progress["frames"] and frames == sorted(set(frames))
     assert frames[-1] - frames[0] + 1 > len(frames)  # the dropped frames left gaps
 
-    # Redis restarts (and, without persistence, forgets everything): the worker rides it
-    # out, creates its consumer group again and serves the next job.
+
+def test_a_worker_rides_out_a_redis_restart_that_forgot_everything(redis_server, worker, tmp_path):
+    """Redis restarts without persistence: the worker waits it out, creates its consumer
+    group again and serves the next job, without a traceback or the password in its log."""
+    good = encode_video(tmp_path / "good.mp4", moving_pattern(8, 64, 64))
+    client = redis_server.client()
+    queue = Queue(client)
+    w = worker(redis_server, name="target")
+    wait_for(lambda: consumers_ready(client, ["target"]), 90, "the worker")
+    before = queue.enqueue(str(good))
+    wait_for(lambda: status(queue, before) is JobStatus.DONE, 60, "a job before the restart")
+
     redis_server.stop()
     wait_for(lambda: "redis unavailable" in w.logs(), 30, "the worker to notice the outage")
     redis_server.start()
     wait_for(lambda: "consumer group is gone" in w.logs(), 30, "the worker to recreate it")
     queue = Queue(redis_server.client())
+    assert not redis_server.client().exists(queue.keys.results(before))  # all forgotten
     after = queue.enqueue(str(good))
     wait_for(lambda: status(queue, after) is JobStatus.DONE, 60, "a job after the restart")
+    assert_each_frame_once(redis_server.client(), queue, after, 8)
     assert w.alive()
     logs = w.logs()
     assert "redis is back" in logs and "Traceback" not in logs
