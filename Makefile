@@ -34,8 +34,13 @@ demo: setup redis
 	$(VENV)/bin/veritas run $(BUILD)/sample.mp4 --config engine/configs/demo.toml \
 	  --out $(BUILD)/demo.jsonl --annotate $(BUILD)/demo.mp4
 
+# The suite, then its numerically sensitive tests (marker `numerics`) again as an AVX2-only
+# x86 CPU runs them: the same results must hold whatever kernels the CPU picks.
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
 test: setup redis
 	$(PY) -m pytest -q
+	$(AVX2_ENV) $(PY) -m pytest -q -m numerics
 
 lint: setup
 	$(VENV)/bin/ruff check engine kernels training benchmarks tests

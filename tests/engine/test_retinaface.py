@@ -22,6 +22,8 @@ from engine.faces.retinaface import (
 )
 from engine.models.weights import save_weights
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 LAYOUT = Path(__file__).parents[1] / "fixtures" / "layouts" / "retinaface_mnet025_keys.json"
 ALL = DetectionSettings(score_threshold=0.0, min_face_size=1, max_faces=1024)
 

@@ -41,6 +41,8 @@ from engine.xai import attribute, guided_model
 from tests.conftest import tiny_config
 from tests.media import face_frames
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 CPU = torch.device("cpu")
 
 

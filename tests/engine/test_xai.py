@@ -44,7 +44,10 @@ from engine.xai import (
     uint8_to_map,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's hook notices
+pytestmark = [
+    pytest.mark.numerics,
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # Captum's hook notices
+]
 
 CAPTUM = {
     "saliency": Saliency,

@@ -9,6 +9,8 @@ from torch import nn
 from engine.xai import METHODS, attribute, prepare_map
 from engine.xai.differentiable import attribute_differentiable, prepare_map_differentiable
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 OPTIONS = {"integrated_gradients": {"n_steps": 6}}
 
 

@@ -19,6 +19,8 @@ from training.attacks import (
     margin_loss,
 )
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 # Small budgets so each attack runs in about a second on 2 CPU cores.
 FAST: dict[str, dict[str, object]] = {
     "pgd": {"steps": 20},

@@ -23,6 +23,8 @@ from training.attacks.universal import UniversalPerturbation
 
 from .conftest import lfw_images
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -25,6 +25,8 @@ import torch
 
 from training.attacks import EPS_PAPER, create_attack
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 ta = pytest.importorskip("torchattacks")
 
 

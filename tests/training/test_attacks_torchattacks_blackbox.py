@@ -25,6 +25,8 @@ from training.attacks import create_attack
 
 from .conftest import lfw_images
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 ta = pytest.importorskip("torchattacks")
 
 

@@ -23,6 +23,8 @@ from training.attacks.apgd import apgd_checkpoints
 from training.attacks.bim import kurakin_steps
 from training.attacks.tifgsm import translation_kernel
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 
 class LinearClassifier(nn.Module):
     """Logits ``W x + b`` of flattened images; ``b`` centres the logits on ``images``

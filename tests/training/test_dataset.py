@@ -31,6 +31,8 @@ from training.data import ROW_KEYS, Dataset
 from training.errors import LayoutError, NoVideosError
 from training.videos import discover, split_videos
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

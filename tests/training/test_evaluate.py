@@ -19,6 +19,8 @@ from training.defenses import apply_defense, list_defenses
 from training.errors import BadOptionError
 from training.metrics import auc, balanced_accuracy, majority_fake, roc_curve, video_rate
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 
 @pytest.fixture(scope="module")
 def proxy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -18,6 +18,8 @@ from engine.cli import main as veritas_main
 from engine.models import create_model
 from training import proxy
 
+pytestmark = pytest.mark.numerics  # also run as an AVX2-only CPU would (Makefile)
+
 ADVERSARIAL = proxy.ADVERSARIAL
 _RUNS: dict[str, tuple[Path, float]] = {}
 
