@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from benchmarks.baseline import PaperBaseline
-from engine.batching import SourceEnded, StreamMuxer
+from engine.batching import SourceEnded
+from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.pipeline import STAGES, Pipeline
 
 
@@ -42,35 +43,32 @@ def run(bench: Any) -> dict[str, Any]:
 
 
 def analyse_streams(bench: Any, pipeline: Pipeline, frames: int) -> dict[str, Any]:
-    """Run every stream through the muxer and the pipeline as fast as possible."""
+    """Run every stream through the frame path as fast as possible."""
     s = bench.settings
-    device = pipeline.device
     stage_ms = dict.fromkeys(STAGES, 0.0)
     results: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
     n_frames = n_faces = batches = 0
-    muxer = StreamMuxer(s.batch_size, pipeline_latency_ms(bench), pin_memory=device.type == "cuda")
+    path = FramePath(pipeline, FramePathSettings(s.batch_size, pipeline_latency_ms(bench)))
     ahead_ms = pipeline.detect_ahead_ms
     start = time.perf_counter()
-    try:
+    with path:
         for name, factory in bench.streams(frames):
-            muxer.add(name, lambda f=factory: pipeline.detect_ahead(f()))
-        for item in muxer:
-            if isinstance(item, SourceEnded):
-                if item.error is not None:
-                    raise item.error
+            path.add(Stream(name, factory))
+        for step in path.run():
+            if isinstance(step, SourceEnded):
+                if step.error is not None:
+                    raise step.error
                 continue
-            result = pipeline.analyze(item)
-            batches += 1
-            for stage, ms in result.timings_ms.items():
-                stage_ms[stage] += ms
-            for record in result.records:
+            for _, result in step.parts:
+                batches += 1
+                for stage, ms in result.timings_ms.items():
+                    stage_ms[stage] += ms
+            for record in step.records:
                 n_frames += 1
                 n_faces += len(record.faces)
                 results[(record.source, record.frame)] = [
                     (f.p_fake, f.p_attacked) for f in record.faces
                 ]
-    finally:
-        muxer.close()
     seconds = time.perf_counter() - start
     in_stages = sum(stage_ms.values())
     per_face = max(n_faces, 1)

@@ -32,7 +32,8 @@ from typing import Any
 
 from benchmarks import measure
 from benchmarks.synthetic import Arrivals, PacedStream, percentile
-from engine.batching import SourceEnded, StreamMuxer
+from engine.batching import SourceEnded
+from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.pipeline import Pipeline
 
 EARLY_STOP_SHARE = 0.01
@@ -102,10 +103,8 @@ def run_trial(bench: Any, pipeline: Pipeline, streams: int, fps: float) -> Trial
     over = 0
     stopped = False
     measure.reset_peak_memory(device)
-    muxer = StreamMuxer(
-        s.batch_size,
-        bench.config.pipeline.max_batch_latency_ms,
-        pin_memory=device.type == "cuda",
+    path = FramePath(
+        pipeline, FramePathSettings(s.batch_size, bench.config.pipeline.max_batch_latency_ms)
     )
     begin = time.monotonic()
     start = begin + 0.2  # time to open the sources
@@ -116,16 +115,15 @@ def run_trial(bench: Any, pipeline: Pipeline, streams: int, fps: float) -> Trial
             paced = PacedStream(
                 name, factory, fps, count, start + rng.random() / fps, arrivals, stop
             )
-            muxer.add(name, lambda p=paced: pipeline.detect_ahead(p))
-        for item in muxer:
-            if isinstance(item, SourceEnded):
-                if item.error is not None:
-                    raise item.error
+            path.add(Stream(name, lambda p=paced: p))
+        for step in path.run():
+            if isinstance(step, SourceEnded):
+                if step.error is not None:
+                    raise step.error
                 continue
-            result = pipeline.analyze(item)
             now = time.monotonic()
             with arrivals.lock:
-                for record in result.records:
+                for record in step.records:
                     latency = now - arrivals.due[(record.source, record.frame)]
                     latencies.append(latency)
                     over += latency > budget
@@ -135,7 +133,7 @@ def run_trial(bench: Any, pipeline: Pipeline, streams: int, fps: float) -> Trial
                 break
     finally:
         stop.set()
-        muxer.close()
+        path.close()
     with arrivals.lock:
         sent, dropped = arrivals.sent, arrivals.dropped
     p99 = percentile(latencies, 0.99)

@@ -126,6 +126,9 @@ class StreamMuxer:
     ) -> None:
         """Start reading ``frames()`` (called in the reader thread) as source ``name``.
 
+        ``name`` is the stream key: batches give it per frame (``FrameBatch.streams``),
+        whatever the frames' own ``source`` says.
+
         ``depth`` (default ``queue_depth``) bounds the frames buffered for this source;
         ``overflow`` says what a full buffer does. Names must be unique among the
         sources that have not ended.
@@ -261,8 +264,9 @@ class StreamMuxer:
 
     def _flush(self) -> FrameBatch:
         frames = [frame for _, _, frame in self._pending]
+        streams = [feed.name for feed, _, _ in self._pending]
         self._pending = []
-        return FrameBatch.from_frames(frames, self.pin_memory)
+        return FrameBatch.from_frames(frames, self.pin_memory, streams=streams)
 
     def __iter__(self) -> Iterator[MuxItem]:
         try:

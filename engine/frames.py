@@ -1,7 +1,10 @@
 """Frames and frame batches: what sources produce and the pipeline consumes.
 
 A :class:`Frame` is one decoded picture (uint8 RGB, HWC) with its source, its index in
-that source's stream and its presentation time. A :class:`FrameBatch` stacks frames
+that source's stream and its presentation time. ``source`` is the name shown to people
+(records, logs; never a secret); the stream key that the frame path keys its streams by
+(unique per stream being read, opaque: a worker's key names the job's attempt) is apart,
+on the batch: :attr:`FrameBatch.streams`. A :class:`FrameBatch` stacks frames
 (possibly from several sources and of several sizes) into one uint8 NHWC tensor,
 zero-padded at the bottom/right to the largest frame, with each frame's true size.
 """
@@ -45,16 +48,29 @@ class FrameBatch:
     sizes: torch.Tensor
     """int64 (N, 2): each frame's true (height, width)."""
     sources: list[str]
+    """Per frame: its source's displayed name (``Frame.source``)."""
     indices: list[int]
     pts: list[float]
     boxes: list[torch.Tensor | None] = field(default_factory=list)
     """Per frame: the boxes found ahead (``Frame.boxes``), or None."""
+    streams: list[str] = field(default_factory=list)
+    """Per frame: the key of the stream it came from (the muxer's source key); the
+    displayed names when the batch was made without keys."""
 
     def __len__(self) -> int:
         return len(self.sources)
 
+    def __post_init__(self) -> None:
+        if not self.streams:
+            self.streams = list(self.sources)
+        if len(self.streams) != len(self.sources):
+            raise ValueError(f"{len(self.streams)} stream keys for {len(self.sources)} frames")
+
     @classmethod
-    def from_frames(cls, frames: list[Frame], pin_memory: bool = False) -> FrameBatch:
+    def from_frames(
+        cls, frames: list[Frame], pin_memory: bool = False, streams: list[str] | None = None
+    ) -> FrameBatch:
+        """Stack ``frames``; ``streams`` gives each frame's stream key (default: its source)."""
         if not frames:
             raise ValueError("a FrameBatch needs at least one frame")
         h = max(f.height for f in frames)
@@ -77,6 +93,25 @@ class FrameBatch:
             indices=[f.index for f in frames],
             pts=[f.pts for f in frames],
             boxes=[f.boxes for f in frames],
+            streams=list(streams) if streams is not None else [f.source for f in frames],
+        )
+
+    def rows_of(self, stream: str) -> list[int]:
+        """Indices in this batch of the frames of stream ``stream``."""
+        return [i for i, s in enumerate(self.streams) if s == stream]
+
+    def subset(self, rows: list[int]) -> FrameBatch:
+        """The frames ``rows`` of this batch as a batch of their own (same device)."""
+        h = int(self.sizes[rows, 0].max())
+        w = int(self.sizes[rows, 1].max())
+        return FrameBatch(
+            images=self.images[rows, :h, :w].contiguous(),
+            sizes=self.sizes[rows].clone(),
+            sources=[self.sources[i] for i in rows],
+            indices=[self.indices[i] for i in rows],
+            pts=[self.pts[i] for i in rows],
+            boxes=[self.boxes[i] for i in rows] if self.boxes else [],
+            streams=[self.streams[i] for i in rows],
         )
 
     def frame(self, i: int) -> np.ndarray:

@@ -48,7 +48,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -100,6 +100,8 @@ class FaceBatch:
     """(M,) NaN for faces that were not checked (called fake)."""
     maps: torch.Tensor | None = None
     """(M, 3, S, S) prepared XAI maps (zeros for unchecked faces), when asked for."""
+    signed_maps: bool = True
+    """Whether ``maps`` are signed (0.5 is zero attribution) or magnitudes (saliency)."""
 
     def verdict(self, i: int, fake_threshold: float, attacked_threshold: float) -> Verdict:
         return _verdict(
@@ -450,7 +452,12 @@ class Pipeline:
 
     # --- the whole batch --------------------------------------------------------------------
 
-    def analyze(self, batch: FrameBatch, job: str = "", keep_maps: bool = False) -> BatchResult:
+    def analyze(
+        self, batch: FrameBatch, job: str | Mapping[str, str] = "", keep_maps: bool = False
+    ) -> BatchResult:
+        """Every stage on ``batch``. ``job`` labels the records: one job for all, or a
+        job per stream key (``FrameBatch.streams``); ``keep_maps`` keeps the prepared XAI
+        maps in the result (an annotated video draws them)."""
         timer = _StageTimer(self.device)
         self.runtime.begin_step()
         # One host->device copy per batch, issued first so it overlaps CPU detection.
@@ -473,14 +480,19 @@ class Pipeline:
                 p_attacked[real] = p_att.float().cpu()
                 if maps is not None and real_maps is not None:
                     maps[real] = real_maps.float().cpu()
-        faces = FaceBatch(frame_ids, boxes, crop_boxes, p_fake.float(), p_attacked, maps)
+        signed = self.settings.xai_method != "saliency"
+        faces = FaceBatch(frame_ids, boxes, crop_boxes, p_fake.float(), p_attacked, maps, signed)
         per_frame_ms = {k: v / len(batch) for k, v in timer.ms.items()}
         per_frame_ms["total"] = sum(per_frame_ms.values())
         records = self._records(batch, faces, job, per_frame_ms)
         return BatchResult(records, faces, timer.ms)
 
     def _records(
-        self, batch: FrameBatch, faces: FaceBatch, job: str, timings: dict[str, float]
+        self,
+        batch: FrameBatch,
+        faces: FaceBatch,
+        job: str | Mapping[str, str],
+        timings: dict[str, float],
     ) -> list[FrameRecord]:
         s = self.settings
         per_frame: list[list[FaceResult]] = [[] for _ in range(len(batch))]
@@ -501,7 +513,7 @@ class Pipeline:
         weights = self.weights_status
         return [
             FrameRecord(
-                job=job,
+                job=job if isinstance(job, str) else job.get(batch.streams[k], ""),
                 source=batch.sources[k],
                 frame=batch.indices[k],
                 pts=batch.pts[k],

@@ -1,9 +1,9 @@
 """Run the pipeline over sources in this process (``veritas run``), no Redis needed.
 
 Sources are opened first (a missing or unreadable one is reported and skipped), then
-read concurrently by the :class:`~engine.batching.StreamMuxer`; every batch is
-analysed and handed to the sinks at once, so records reach the JSONL file as frames
-are processed. A source that fails midway keeps the records of its good frames.
+read concurrently through the frame path (:class:`~engine.framepath.FramePath`); every
+batch is analysed and handed to the sinks at once, so records reach the JSONL file as
+frames are processed. A source that fails midway keeps the records of its good frames.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from engine.batching import SourceEnded, StreamMuxer
+from engine.batching import SourceEnded
 from engine.config import Config
 from engine.errors import SourceError
+from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.frames import Frame
 from engine.pipeline import Pipeline
 from engine.sinks import AnnotatedVideoSink, JsonlSink, Sink
@@ -82,43 +83,29 @@ def run_local(
         estimates = [s.estimated_frames for s in sources]
         on_start(None if None in estimates else sum(e or 0 for e in estimates))
     sinks: list[Sink] = []
-    muxer = StreamMuxer(
-        config.pipeline.batch_size,
-        config.pipeline.max_batch_latency_ms,
-        pin_memory=pipeline.device.type == "cuda",
-    )
-    try:
-        if out:
-            sinks.append(JsonlSink(out))
-        if annotate:
-            sinks.append(
-                AnnotatedVideoSink(
-                    annotate,
-                    [s.name for s in sources],
-                    {s.name: output_fps(s, config) for s in sources},
-                    config.pipeline.fake_threshold,
-                    config.pipeline.attacked_threshold,
-                    signed_maps=config.pipeline.xai_method != "saliency",
-                )
-            )
+    if out:
+        sinks.append(JsonlSink(out))
+    if annotate:
+        sinks.append(AnnotatedVideoSink(annotate))
+    path = FramePath(pipeline, FramePathSettings.from_config(config), sinks)
+    with path:
         for source in sources:
             summary.register(source.name)  # listed even if it yields no frame
-            # Per-frame (CPU) face detection runs in the reader thread, ahead of the models.
-            muxer.add(source.name, lambda s=source: pipeline.detect_ahead(_frames(s)))
-        for item in muxer:
-            if isinstance(item, SourceEnded):
-                if item.error is not None:
-                    failed(item.source, item.error)
+            path.add(
+                Stream(
+                    source.name,
+                    lambda s=source: _frames(s),
+                    job=job,
+                    fps=output_fps(source, config),
+                )
+            )
+        for step in path.run():
+            if isinstance(step, SourceEnded):
+                if step.error is not None:
+                    failed(step.source, step.error)
                 continue
-            result = pipeline.analyze(item, job, keep_maps=annotate is not None)
-            for sink in sinks:
-                sink.write(result, item)
-            for record in result.records:
+            for record in step.records:
                 summary.add(record)
             if on_frames:
-                on_frames(len(item))
-    finally:
-        muxer.close()
-        for sink in sinks:
-            sink.close()
+                on_frames(step.frames)
     return summary.finish()

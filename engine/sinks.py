@@ -1,9 +1,14 @@
 """Where results go: a JSONL file, an annotated video (and, in ``engine.queue``, Redis).
 
-A sink receives each analysed batch with its frames. :class:`JsonlSink` writes one
-line per frame record and flushes it at once, so a crash loses at most the frame in
-flight. :class:`AnnotatedVideoSink` draws each face's box and verdict, and the XAI
-heat map over the faces that were checked, into a video per source.
+A :class:`Sink` is the last stage of the frame path (:mod:`engine.framepath`): it hears
+of each stream when it starts and when it ends, and receives every analysed batch with
+its frames. A sink declares what it needs from the analysis (:attr:`Sink.keeps_maps`),
+so neither the caller nor the pipeline has to know which sinks are attached.
+
+:class:`JsonlSink` writes one line per frame record and flushes it at once, so a crash
+loses at most the frame in flight. :class:`AnnotatedVideoSink` draws each face's box and
+verdict, and the XAI heat map over the faces that were checked, into a video per stream.
+``engine.queue.results_sink.RedisResultsSink`` writes each job's records to Redis.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -22,16 +27,33 @@ from engine.pipeline import BatchResult
 from engine.records import Verdict
 from engine.video import VideoWriter
 
+if TYPE_CHECKING:
+    from engine.batching import SourceEnded
+    from engine.framepath import Stream
+
 log = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
-    def write(self, result: BatchResult, batch: FrameBatch) -> None: ...
+class Sink:
+    """Where analysed batches go. Subclasses override what they use; all are no-ops here."""
 
-    def close(self) -> None: ...
+    keeps_maps: bool = False
+    """True when :meth:`write` draws or stores the XAI maps (the pipeline keeps them)."""
+
+    def stream_started(self, stream: Stream) -> None:
+        """``stream`` joined the frame path (before any of its frames is written)."""
+
+    def write(self, result: BatchResult, batch: FrameBatch) -> None:
+        """One analysed batch: ``result.records[k]`` is frame ``k`` of ``batch``."""
+
+    def stream_ended(self, ended: SourceEnded) -> None:
+        """A stream delivered its last frame (``ended.error`` says why, if it failed)."""
+
+    def close(self) -> None:
+        """The frame path is closing: flush and release what the sink holds."""
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     """One JSON frame record per line, flushed per record; ``"-"`` is standard output."""
 
     def __init__(self, path: str | Path, append: bool = False) -> None:
@@ -69,72 +91,76 @@ def heat_map(prepared_map: torch.Tensor, signed: bool) -> np.ndarray:
     return (strength.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def annotate_frame(
-    rgb: np.ndarray,
-    result: BatchResult,
-    batch_index: int,
-    fake_threshold: float,
-    attacked_threshold: float,
-    signed_maps: bool,
-) -> np.ndarray:
-    """A copy of frame ``batch_index`` with boxes, labels and heat maps drawn."""
+def annotate_frame(rgb: np.ndarray, result: BatchResult, batch_index: int) -> np.ndarray:
+    """A copy of frame ``batch_index`` with boxes, verdicts and heat maps drawn.
+
+    The verdicts are the records' (the pipeline's thresholds); the faces of a frame are
+    in the same order in ``result.faces`` and in its record."""
     out = rgb.copy()
     faces = result.faces
-    for i in (faces.frame_ids == batch_index).nonzero().flatten().tolist():
-        verdict = faces.verdict(i, fake_threshold, attacked_threshold)
+    rows = (faces.frame_ids == batch_index).nonzero().flatten().tolist()
+    for i, face in zip(rows, result.records[batch_index].faces, strict=True):
         x1, y1, x2, y2 = faces.crop_boxes[i].tolist()
-        checked = not torch.isnan(faces.p_attacked[i])
+        checked = face.p_attacked is not None
         if checked and faces.maps is not None and x2 > x1 and y2 > y1:
-            heat = cv2.resize(heat_map(faces.maps[i], signed_maps), (x2 - x1, y2 - y1))
+            heat = cv2.resize(heat_map(faces.maps[i], faces.signed_maps), (x2 - x1, y2 - y1))
             colour = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
             region = out[y1:y2, x1:x2]
             region[:] = (region * (1 - HEAT_ALPHA) + colour * HEAT_ALPHA).astype(np.uint8)
         bx1, by1, bx2, by2 = (round(v) for v in faces.boxes[i, :4].tolist())
-        c = COLOURS[verdict]
+        c = COLOURS[face.verdict]
         cv2.rectangle(out, (bx1, by1), (bx2, by2), c, 2)
-        label = f"{verdict.value} fake={faces.p_fake[i]:.2f}"
+        label = f"{face.verdict.value} fake={face.p_fake:.2f}"
         if checked:
-            label += f" att={faces.p_attacked[i]:.2f}"
+            label += f" att={face.p_attacked:.2f}"
         cv2.putText(
             out, label, (bx1, max(12, by1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1, cv2.LINE_AA
         )
     return out
 
 
-class AnnotatedVideoSink:
-    """Annotated video per source: ``OUT.mp4`` for one source, ``OUT-<n>.mp4`` for several."""
+class AnnotatedVideoSink(Sink):
+    """Annotated video per stream: ``OUT.mp4`` for one stream, ``OUT-<n>.mp4`` for several
+    (``n`` in the order the streams started; how many there are is read when the first
+    video opens, so start every stream before the first batch, as ``veritas run`` does)."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        sources: list[str],
-        fps: dict[str, float],
-        fake_threshold: float,
-        attacked_threshold: float,
-        signed_maps: bool,
-    ) -> None:
+    keeps_maps = True
+
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.sources = sources
-        self.fps = fps
-        self.thresholds = (fake_threshold, attacked_threshold)
-        self.signed_maps = signed_maps
+        self._streams: dict[str, tuple[int, float]] = {}
+        """stream key -> (start order, analysed frame rate)."""
+        self._several: bool | None = None
         self._writers: dict[str, VideoWriter] = {}
 
-    def path_for(self, source: str) -> Path:
-        if len(self.sources) == 1:
+    def stream_started(self, stream: Stream) -> None:
+        self._streams.setdefault(stream.key, (len(self._streams), stream.fps or 25.0))
+
+    def path_for(self, stream: str) -> Path:
+        if self._several is None:
+            self._several = len(self._streams) > 1
+        if not self._several:
             return self.path
-        n = self.sources.index(source)
+        n = self._streams[stream][0]
         return self.path.with_name(f"{self.path.stem}-{n}{self.path.suffix}")
 
     def write(self, result: BatchResult, batch: FrameBatch) -> None:
-        for k, source in enumerate(batch.sources):
-            writer = self._writers.get(source)
+        for k, stream in enumerate(batch.streams):
+            writer = self._writers.get(stream)
             if writer is None:
-                writer = VideoWriter(self.path_for(source), self.fps.get(source) or 25.0)
-                self._writers[source] = writer
-            writer.write(
-                annotate_frame(batch.frame(k), result, k, *self.thresholds, self.signed_maps)
-            )
+                self.stream_started_if_unknown(stream)
+                writer = VideoWriter(self.path_for(stream), self._streams[stream][1])
+                self._writers[stream] = writer
+            writer.write(annotate_frame(batch.frame(k), result, k))
+
+    def stream_ended(self, ended: SourceEnded) -> None:
+        writer = self._writers.pop(ended.source, None)
+        if writer is not None:
+            writer.close()  # the stream's video is whole as soon as the stream ends
+
+    def stream_started_if_unknown(self, stream: str) -> None:
+        if stream not in self._streams:  # a batch made outside the frame path
+            self._streams[stream] = (len(self._streams), 25.0)
 
     def close(self) -> None:
         for writer in self._writers.values():
