@@ -1,10 +1,10 @@
 """(b) End to end, as fast as possible, and (d) the paper-style baseline on the same frames.
 
 (b): ``settings.streams`` synthetic streams (one face per frame) are read at once by the
-:class:`~engine.batching.StreamMuxer`, as ``veritas run`` reads its sources (decoding in
-reader threads, overlapped with inference; pinned batches on CUDA), and every batch
-goes through ``Pipeline.analyze``. A per-frame CPU face detector (Haar) runs in the
-reader threads too (``Pipeline.detect_ahead``), overlapping the model stages; its time
+:class:`~engine.framepath.FramePath`, the one frame path ``veritas run`` and the workers
+use (decoding in reader threads, overlapped with inference; pinned batches on CUDA;
+every batch through ``Pipeline.analyze``). A per-frame CPU face detector (Haar) runs in
+the reader threads too (``Pipeline.detect_ahead``), overlapping the model stages; its time
 is reported apart (``detect_ahead_ms_per_face``). The clock runs from the first source
 being opened to the last record. The models are warmed up first (compiled graphs built).
 

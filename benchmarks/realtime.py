@@ -2,9 +2,9 @@
 
 A *trial* plays ``n`` :class:`~benchmarks.synthetic.PacedStream` s at ``fps`` for
 ``trial_seconds`` (each stream's first frame at a random phase of the frame period)
-through the :class:`~engine.batching.StreamMuxer` and ``Pipeline.analyze`` (a per-frame
-face detector runs in the reader threads, ``Pipeline.detect_ahead``), as ``veritas run``
-would with live feeds. A frame's latency runs from the moment it was due
+through the frame path (:class:`~engine.framepath.FramePath`: a per-frame face detector
+runs in the reader threads, batches go through ``Pipeline.analyze``), as ``veritas run``
+and the workers do with live feeds. A frame's latency runs from the moment it was due
 to the moment its record exists. The trial **holds** when no frame was dropped (a feed
 with a one-frame buffer: a frame not taken before the next is due is lost), every sent
 frame got a record, and the 99th-percentile latency is within the budget. A trial that

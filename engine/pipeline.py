@@ -289,9 +289,9 @@ class Pipeline:
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """``frames``, each first run through a per-frame (CPU) face detector.
 
-        Wrap a source's frames with this in its reader thread (``StreamMuxer.add``):
-        detection then runs as frames are decoded, overlapping the model stages of the
-        batches before, and :meth:`analyze` takes the boxes found (its ``detect`` stage
+        The frame path (:class:`engine.framepath.FramePath`) wraps every stream's frames
+        with this in the stream's reader thread: detection then runs as frames are
+        decoded, overlapping the model stages of the batches before, and :meth:`analyze` takes the boxes found (its ``detect`` stage
         costs nothing for those frames). Each reader thread detects with its own detector
         when the pipeline has a ``face_detector_factory`` (``from_config`` gives one);
         otherwise the threads take turns on ``face_detector``. Batched face detectors are

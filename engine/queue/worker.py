@@ -9,11 +9,12 @@
    (``engine.queue.schema``) and checked against the policy (``engine.queue.policy``);
    a bad one is dead-lettered with its reason and the worker goes on. A good one is
    marked running (counting the attempt), resumes after its last recorded frame, and
-   its source joins the stream muxer.
-3. **Process** the next item of the muxer: a batch mixing the frames of every job in
-   hand is analysed once and each job's records go to its own results stream, in
-   frame order, in one Redis round trip (``engine.queue.results``: a frame is never
-   recorded twice); or a job whose source ended is finished, failed or retried.
+   its source joins the frame path (``engine.framepath``) as a stream.
+3. **Process** the next step of the frame path: a batch mixing the frames of every job
+   in hand is analysed once and the Redis sink (``engine.queue.results_sink``) writes
+   each job's records to its own results stream, in frame order, in one Redis round
+   trip (a frame is never recorded twice); or a job whose source ended is finished,
+   failed or retried.
 4. **Check**, about twice a second, for cancelled jobs and claims the heartbeat lost.
 5. **Maintain**, every ``trim_interval_s``: trim acknowledged jobs from the jobs stream,
    update the queue gauges, remove long-idle consumers that hold nothing.
@@ -38,7 +39,6 @@ signal exits at once; jobs then stay pending until reclaimed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -48,27 +48,29 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 
-from engine.batching import Overflow, SourceEnded, StreamMuxer
+from engine.batching import Overflow, SourceEnded
 from engine.config import Config
 from engine.errors import SourceError, SourceTooLongError
-from engine.frames import Frame, FrameBatch
+from engine.framepath import FramePath, FramePathSettings, Stream
+from engine.frames import Frame
 from engine.queue.connection import REDIS_ERRORS
 from engine.queue.errors import InvalidJobError, JobRefusedError
 from engine.queue.heartbeat import Heartbeat
-from engine.queue.job import JobSpec, JobStatus, Mode
+from engine.queue.job import JobStatus, Mode
 from engine.queue.keys import GROUP
 from engine.queue.metrics import MetricsServer, WorkerMetrics
 from engine.queue.policy import SourcePolicy
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
+from engine.queue.results_sink import RedisResultsSink
+from engine.queue.running import RunningJob
 from engine.queue.schema import decode_payload
 from engine.sources import Source, SourceSettings, open_source
-from engine.sources.live import FeedUnavailableError, LiveFeedSource, LiveSettings, redact_url
+from engine.sources.live import FeedUnavailableError, LiveFeedSource, LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,56 +95,6 @@ SHUTDOWN_REDIS_GRACE_S = 10.0
 def default_worker_name() -> str:
     """``host-pid-xxxx``: unique per process, readable in ``XINFO CONSUMERS``."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-
-
-@dataclass
-class _Held:
-    """A job in hand."""
-
-    key: str
-    """Its source's name in the muxer (unique per attempt)."""
-    entry: str
-    spec: JobSpec
-    payload: bytes
-    mode: Mode
-    live: bool
-    attempts: int
-    resume_from: int
-    epoch: float | None
-    stop: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.monotonic)
-    frames_before: int = 0
-    """Frames recorded by earlier attempts (from the job's progress)."""
-    dropped_before: int = 0
-    written: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-    last_frame: int | None = None
-    last_pts: float | None = None
-    source: Source | None = None
-    """Set by the reader thread once the source is open."""
-    total: int | None = None
-    """The source's estimated frame count (files), set with ``source``."""
-    reconnects_counted: int = 0
-
-    @property
-    def display(self) -> str:
-        return redact_url(self.spec.source)
-
-    def progress(self) -> dict[str, Any]:
-        reconnects = getattr(self.source, "reconnects", None)
-        return {
-            "frames": self.frames_before + self.written,
-            "last_frame": self.last_frame,
-            "pts": None if self.last_pts is None else round(self.last_pts, 3),
-            "total": self.total,
-            "dropped": self.dropped_before + self.dropped,
-            "duplicates": self.duplicates,
-            "reconnects": reconnects,
-            "resumed_from": self.resume_from,
-            "attempt": self.attempts,
-            "mode": self.mode.value,
-        }
 
 
 class Worker:
@@ -181,13 +133,7 @@ class Worker:
         )
         self.writer = ResultWriter(self.queue.keys, self.qc.results_max_len)
         self.metrics = WorkerMetrics(self.name)
-        self.muxer = StreamMuxer(
-            config.pipeline.batch_size,
-            config.pipeline.max_batch_latency_ms,
-            pin_memory=getattr(self.pipeline.device, "type", "cpu") == "cuda",
-            keep_open=True,
-        )
-        self._jobs: dict[str, _Held] = {}
+        self._jobs: dict[str, RunningJob] = {}
         self._stopping: set[str] = set()
         """Muxer sources stopped whose reader has not ended yet (they hold a slot)."""
         self._lock = threading.Lock()
@@ -210,6 +156,22 @@ class Worker:
             on_lost=self._on_lost,
             healthy=self._loop_alive,
             lock=self._lock,
+        )
+        results = RedisResultsSink(
+            client,
+            self.queue.keys,
+            self.writer,
+            self._jobs,
+            self._retry,
+            self._fail,
+            self._count_live,
+            self.metrics,
+        )
+        self.path = FramePath(
+            self.pipeline,
+            FramePathSettings.from_config(config, keep_open=True),
+            [results],
+            on_stream_error=self._analysis_failed,
         )
         port = self.qc.metrics_port if metrics_port is None else metrics_port
         self.metrics_server = MetricsServer(self.metrics, self.health, port) if port else None
@@ -438,7 +400,7 @@ class Worker:
             self.metrics.queue_wait.observe(max(0.0, time.time() - spec.submitted))
         last = self.queue.last_frame(spec.id)
         history = started.progress or {}
-        held = _Held(
+        held = RunningJob(
             key=f"{spec.id}#{started.attempts}-{uuid.uuid4().hex[:6]}",
             entry=entry,
             spec=spec,
@@ -454,12 +416,14 @@ class Worker:
         with self._lock:
             self._jobs[held.key] = held
         self.metrics.jobs_active.set(len(self._jobs))
-        self.muxer.add(
-            held.key,
-            # Per-frame (CPU) face detection runs in the job's reader thread.
-            lambda: self.pipeline.detect_ahead(self._frames(held)),
-            Overflow.DROP_OLDEST if mode is Mode.REALTIME else Overflow.BLOCK,
-            depth=self.qc.live_buffer_frames if live else None,
+        self.path.add(
+            Stream(
+                held.key,
+                lambda: self._frames(held),
+                job=spec.id,
+                overflow=Overflow.DROP_OLDEST if mode is Mode.REALTIME else Overflow.BLOCK,
+                depth=self.qc.live_buffer_frames if live else None,
+            )
         )
         log.info(
             "job %s started: %s (attempt %d, %s, from frame %d)",
@@ -497,18 +461,19 @@ class Worker:
         )
         self.metrics.jobs_dead.inc()
 
-    def _frames(self, held: _Held) -> Iterator[Frame]:
-        """The job's frames, named after its muxer key (runs in the reader thread)."""
+    def _frames(self, held: RunningJob) -> Iterator[Frame]:
+        """The job's frames from where it resumes (runs in the reader thread)."""
         source = self._open(held)
+        source.name = held.display  # what records and logs show: never a credential
         held.total = source.estimated_frames
         held.source = source
         with source:
             for frame in source:
                 if frame.index < held.resume_from:
                     continue  # recorded by an earlier attempt
-                yield dataclasses.replace(frame, source=held.key)
+                yield frame
 
-    def _open(self, held: _Held) -> Source:
+    def _open(self, held: RunningJob) -> Source:
         settings = self._source_settings(held)
         if held.live:
             return LiveFeedSource(
@@ -521,7 +486,7 @@ class Worker:
             )
         return open_source(held.spec.source, settings)
 
-    def _source_settings(self, held: _Held) -> SourceSettings:
+    def _source_settings(self, held: RunningJob) -> SourceSettings:
         s, spec = self.config.sources, held.spec
         fps, every = s.fps, s.every
         if spec.fps is not None:
@@ -540,108 +505,18 @@ class Worker:
     def _process(self) -> None:
         if not self._jobs and not self._stopping:
             return
-        item = self.muxer.poll(PROCESS_WAIT_S)
-        if item is None:
-            return
-        if isinstance(item, SourceEnded):
-            self._ended(item)
-        else:
-            self._analyse(item)
+        step = self.path.step(PROCESS_WAIT_S)  # analysed and written by the Redis sink
+        if isinstance(step, SourceEnded):
+            self._ended(step)
+        elif step is not None:
+            for batch, result in step.parts:
+                self.metrics.record_batch(len(batch), len(set(batch.streams)), result.timings_ms)
 
-    def _analyse(self, batch: FrameBatch) -> None:
-        try:
-            parts = [(batch, self.pipeline.analyze(batch))]
-        except Exception:
-            log.exception(
-                "worker %s: a batch of %d frames failed; analysing its jobs apart",
-                self.name,
-                len(batch),
-            )
-            parts = self._analyse_apart(batch)
-        records: dict[str, list[dict[str, Any]]] = {}
-        for sub, result in parts:
-            self.metrics.record_batch(len(sub), len(set(sub.sources)), result.timings_ms)
-            for record in result.records:
-                held = self._jobs.get(record.source)
-                if held is None:
-                    continue  # stopped meanwhile
-                try:
-                    d = record.to_dict()
-                except ValueError as error:  # e.g. a NaN probability
-                    self._fail(held, f"frame {record.frame} gave an invalid record ({error})")
-                    records.pop(held.key, None)
-                    continue
-                d["job"], d["source"] = held.spec.id, held.display
-                records.setdefault(held.key, []).append(d)
-        records = {k: v for k, v in records.items() if k in self._jobs}
-        if records:
-            self._retry(lambda: self._write(records), "writing results")
-
-    def _analyse_apart(self, batch: FrameBatch) -> list[tuple[FrameBatch, Any]]:
-        """Analyse each job's frames of ``batch`` alone; fail the jobs whose frames fail."""
-        parts = []
-        for key in dict.fromkeys(batch.sources):
-            rows = [i for i, s in enumerate(batch.sources) if s == key]
-            sub = FrameBatch.from_frames(
-                [Frame(key, batch.indices[i], batch.pts[i], batch.frame(i)) for i in rows]
-            )
-            try:
-                parts.append((sub, self.pipeline.analyze(sub)))
-            except Exception as error:
-                held = self._jobs.get(key)
-                if held is not None:
-                    self._fail(
-                        held,
-                        f"analysing frames {sub.indices[0]}-{sub.indices[-1]} failed: {error!r}",
-                    )
-        return parts
-
-    def _write(self, records: dict[str, list[dict[str, Any]]]) -> None:
-        """Every job's records and progress in one round trip (retried as a whole: a
-        record already written is refused as a duplicate, never written twice)."""
-        pipe = self.redis.pipeline(transaction=False)
-        spans = []
-        for key, recs in records.items():
-            held = self._jobs.get(key)
-            if held is None:  # failed on an earlier try of this write
-                continue
-            n = self.writer.add(pipe, held.spec.id, recs)
-            spans.append((held, recs, n))
-            self._count_live(held)
-            progress = {
-                **held.progress(),
-                "frames": held.frames_before + held.written + n,
-                "last_frame": recs[-1]["frame"],
-                "pts": recs[-1]["pts"],
-            }
-            pipe.hset(
-                self.queue.keys.job(held.spec.id),
-                mapping={"progress": _json(progress), "updated": f"{time.time():.3f}"},
-            )
-        replies = pipe.execute(raise_on_error=False)
-        i = 0
-        for held, recs, n in spans:
-            try:
-                written, duplicates = ResultWriter.count(replies[i : i + n])
-            except redis.ResponseError as error:  # e.g. WRONGTYPE: the key was tampered with
-                self._fail(held, f"its results cannot be written ({error})", retry=False)
-                i += n + 1
-                continue
-            i += n + 1
-            held.written += written
-            held.duplicates += duplicates
-            held.last_frame, held.last_pts = recs[-1]["frame"], recs[-1]["pts"]
-            if duplicates:
-                self.metrics.duplicates.inc(duplicates)
-                log.info(
-                    "job %s: %d frames were already recorded",
-                    held.spec.id,
-                    duplicates,
-                    extra={"job": held.spec.id},
-                )
-        for reply in replies:
-            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
-                raise reply
+    def _analysis_failed(self, key: str, error: BaseException) -> None:
+        """The frame path could not analyse this job's frames (the other jobs went on)."""
+        held = self._jobs.get(key)
+        if held is not None:
+            self._fail(held, f"analysing its frames failed: {error!r}")
 
     def _ended(self, ended: SourceEnded) -> None:
         if ended.source in self._stopping:
@@ -665,16 +540,16 @@ class Worker:
 
     # --- ending jobs --------------------------------------------------------------------
 
-    def _forget(self, held: _Held, stop_source: bool) -> None:
+    def _forget(self, held: RunningJob, stop_source: bool) -> None:
         with self._lock:  # no heartbeat renews it after this
             self._jobs.pop(held.key, None)
         self.metrics.jobs_active.set(len(self._jobs))
         if stop_source:
             held.stop.set()
             self._stopping.add(held.key)
-            self.muxer.stop(held.key)
+            self.path.stop(held.key)
 
-    def _finish(self, held: _Held, status: JobStatus, note: str = "") -> None:
+    def _finish(self, held: RunningJob, status: JobStatus, note: str = "") -> None:
         self._forget(held, stop_source=status is JobStatus.CANCELLED)
         final = self._retry(
             lambda: self.queue.finish(
@@ -701,7 +576,7 @@ class Worker:
             },
         )
 
-    def _fail(self, held: _Held, reason: str, retry: bool = True, ended: bool = False) -> None:
+    def _fail(self, held: RunningJob, reason: str, retry: bool = True, ended: bool = False) -> None:
         """Retry the job elsewhere (``retry`` and attempts left), else dead-letter it.
         ``ended``: its source has already ended (else it is stopped)."""
         self._forget(held, stop_source=not ended)
@@ -742,7 +617,7 @@ class Worker:
         self.metrics.jobs_dead.inc()
         self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
 
-    def _hand_back(self, held: _Held) -> None:
+    def _hand_back(self, held: RunningJob) -> None:
         self._forget(held, stop_source=True)
         outcome = self._retry(
             lambda: self.queue.release(
@@ -793,8 +668,8 @@ class Worker:
                 )
                 self._finish(held, JobStatus.CANCELLED)
 
-    def _count_live(self, held: _Held) -> None:
-        dropped = max(held.dropped, self.muxer.dropped(held.key))
+    def _count_live(self, held: RunningJob) -> None:
+        dropped = max(held.dropped, self.path.dropped(held.key))
         if dropped > held.dropped:
             self.metrics.dropped.inc(dropped - held.dropped)
             held.dropped = dropped
@@ -909,7 +784,7 @@ class Worker:
                     error,
                     self.qc.claim_idle_s,
                 )
-        self.muxer.close()
+        self.path.close()
         if self.metrics_server:
             self.metrics_server.stop()
         try:
@@ -925,7 +800,3 @@ class Worker:
             handed,
             extra={"worker": self.name, "jobs_done": self.jobs_done, "handed_back": handed},
         )
-
-
-def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))

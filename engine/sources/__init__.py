@@ -2,8 +2,8 @@
 
 ``open_source(spec, settings)`` opens what the user gave; iterating the source yields
 :class:`~engine.frames.Frame` objects, sampled by :class:`FrameSampler`. Decoding
-overlaps inference in :class:`engine.batching.StreamMuxer`, which reads each source in
-its own thread.
+overlaps inference in the frame path (:class:`engine.framepath.FramePath`), which reads
+each source in its own thread.
 """
 
 from engine.sources import live  # noqa: F401  (registers the live feed URL schemes)

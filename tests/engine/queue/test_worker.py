@@ -246,6 +246,9 @@ def test_a_live_job_faster_than_the_models_drops_frames_in_real_time_and_ends_on
     assert progress["dropped"] > 0 and progress["mode"] == "realtime"
     assert len(frames) == progress["frames"] and frames == sorted(set(frames))
     assert frames[-1] - frames[0] + 1 > len(frames)  # the dropped frames left gaps
+    # records name the feed as submitted (the stream key of the attempt stays internal)
+    assert {r["source"] for r in queue.results(live)} == {f"tcp://127.0.0.1:{port}"}
+    assert {r["job"] for r in queue.results(live)} == {live}
 
 
 def test_a_worker_rides_out_a_redis_restart_that_forgot_everything(redis_server, worker, tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from engine.config import load_config
 from engine.frames import Frame, FrameBatch
@@ -34,14 +34,18 @@ class StandInModels:
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         return iter(frames)  # nothing to detect ahead
 
-    def analyze(self, batch: FrameBatch, job: str = "", keep_maps: bool = False) -> BatchResult:
+    def analyze(
+        self, batch: FrameBatch, job: str | Mapping[str, str] = "", keep_maps: bool = False
+    ) -> BatchResult:
         self.batches += 1
-        if self.poison and any(s.startswith(f"{self.poison}#") for s in batch.sources):
+        # As Pipeline.analyze: one job for all frames, or a job per stream key.
+        jobs = [job if isinstance(job, str) else job.get(k, "") for k in batch.streams]
+        if self.poison and self.poison in jobs:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         time.sleep(self.seconds_per_batch)  # stands in for the models' time
         records = [
-            FrameRecord(job, s, i, p, (), "untrained", {"detect": 1.0})
-            for s, i, p in zip(batch.sources, batch.indices, batch.pts, strict=True)
+            FrameRecord(j, s, i, p, (), "untrained", {"detect": 1.0})
+            for j, s, i, p in zip(jobs, batch.sources, batch.indices, batch.pts, strict=True)
         ]
         return BatchResult(records, None, {"detect": float(len(batch))})  # type: ignore[arg-type]
 

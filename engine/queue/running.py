@@ -1,0 +1,62 @@
+"""A job in a worker's hands: what it is, where it resumes, and its progress so far."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.queue.job import JobSpec, Mode
+from engine.sources import Source
+from engine.sources.live import redact_url
+
+
+@dataclass
+class RunningJob:
+    """A job in hand."""
+
+    key: str
+    """Its stream's key in the frame path (opaque, unique per attempt)."""
+    entry: str
+    spec: JobSpec
+    payload: bytes
+    mode: Mode
+    live: bool
+    attempts: int
+    resume_from: int
+    epoch: float | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    frames_before: int = 0
+    """Frames recorded by earlier attempts (from the job's progress)."""
+    dropped_before: int = 0
+    written: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    last_frame: int | None = None
+    last_pts: float | None = None
+    source: Source | None = None
+    """Set by the reader thread once the source is open."""
+    total: int | None = None
+    """The source's estimated frame count (files), set with ``source``."""
+    reconnects_counted: int = 0
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.spec.source)
+
+    def progress(self) -> dict[str, Any]:
+        reconnects = getattr(self.source, "reconnects", None)
+        return {
+            "frames": self.frames_before + self.written,
+            "last_frame": self.last_frame,
+            "pts": None if self.last_pts is None else round(self.last_pts, 3),
+            "total": self.total,
+            "dropped": self.dropped_before + self.dropped,
+            "duplicates": self.duplicates,
+            "reconnects": reconnects,
+            "resumed_from": self.resume_from,
+            "attempt": self.attempts,
+            "mode": self.mode.value,
+        }
