@@ -292,9 +292,10 @@ class Pipeline:
         The frame path (:class:`engine.framepath.FramePath`) wraps every stream's frames
         with this in the stream's reader thread: detection then runs as frames are
         decoded, overlapping the model stages of the batches before, and :meth:`analyze`
-        takes the boxes found (its ``detect`` stage costs nothing for those frames). Each reader thread detects with its own detector
-        when the pipeline has a ``face_detector_factory`` (``from_config`` gives one);
-        otherwise the threads take turns on ``face_detector``. Batched face detectors are
+        takes the boxes found (its ``detect`` stage costs nothing for those frames). Each
+        reader thread detects with its own detector when the pipeline has a
+        ``face_detector_factory`` (``from_config`` gives one); otherwise the threads take
+        turns on ``face_detector``. Batched face detectors are
         left to :meth:`analyze`: frames pass through unchanged.
         """
         for frame in frames:
