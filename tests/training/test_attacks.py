@@ -167,3 +167,15 @@ def test_pgd_random_start_changes_the_result(small_model, clean_batch):
     plain = create_attack("pgd", small_model, steps=2)(images, labels)
     started = create_attack("pgd", small_model, steps=2, random_start=True)(images, labels)
     assert not torch.equal(plain, started)
+
+
+def test_every_registered_attack_is_importable_by_its_class_name():
+    import training.attacks as attacks
+
+    for name in list_attacks():
+        cls = attack_class(name)
+        assert getattr(attacks, cls.__name__) is cls, name
+        assert cls.__name__ in attacks.__all__
+    from training.attacks import PGD  # as in torchattacks
+
+    assert PGD is attack_class("pgd")
