@@ -28,10 +28,11 @@ from benchmarks import measure
 from benchmarks.settings import BenchSettings
 from benchmarks.synthetic import file_stream, memory_stream, stream_frames, write_clips
 from engine.config import Config, RuntimeConfig, load_config
+from engine.device import resolve_device
 from engine.faces import FaceDetector, create_face_detector
 from engine.frames import Frame
 from engine.models import create_model
-from engine.pipeline import Pipeline, resolve_device
+from engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

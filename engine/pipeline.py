@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.config import Config, PipelineConfig, RuntimeConfig
+from engine.device import resolve_device
 from engine.faces import (
     FaceDetector,
     create_face_detector,
@@ -77,12 +78,6 @@ REAL, FAKE = 0, 1
 
 FUSABLE_METHODS = ("guided_backprop", "saliency", "input_x_gradient")
 """XAI methods that are one backward of the classifying forward (fusable with ``classify``)."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass

@@ -58,10 +58,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.device import resolve_device
 from engine.errors import VeritasError
 from engine.models import create_model, model_cfg
 from engine.models.weights import load_weights, save_weights
-from engine.pipeline import resolve_device
 from training.data import (
     ATTACKED_LABEL,
     REAL_LABEL,
