@@ -69,6 +69,7 @@ from engine.records import FaceResult, FrameRecord, Verdict
 from engine.runtime import Runtime, create_runtime
 from engine.xai import attribute, guided_model, prepare_map
 from engine.xai.maps import detect_resnet_inputs
+from engine.xai.rules import GRADIENT_METHODS, from_gradient
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ STAGES = ("detect", "crop", "classify", "xai", "adversarial")
 REAL, FAKE = 0, 1
 
 
-FUSABLE_METHODS = ("guided_backprop", "saliency", "input_x_gradient")
+FUSABLE_METHODS = GRADIENT_METHODS
 """XAI methods that are one backward of the classifying forward (fusable with ``classify``)."""
 
 
@@ -438,13 +439,7 @@ class Pipeline:
         """The fused XAI step: attributions of the faces ``real`` from the kept graph."""
         idx = real.to(logits.device)
         (grad,) = torch.autograd.grad(logits[idx, REAL].sum(), x)
-        grad = grad[idx]
-        method = self.settings.xai_method
-        if method == "saliency":
-            return grad.abs()
-        if method == "input_x_gradient":
-            return crops[idx].detach() * grad
-        return grad
+        return from_gradient(self.settings.xai_method, crops[idx].detach(), grad[idx])
 
     # --- the whole batch --------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from engine.xai.errors import (
     UnknownXAIMethodError,
 )
 from engine.xai.guided import guided_model
+from engine.xai.rules import from_gradient
 from kernels.integrated_gradients import ig_accumulate, ig_interpolate
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,13 @@ def attribute(
 
 @_method("saliency")
 def _saliency(model: nn.Module, inputs: Tensor, target: Tensor, *, abs: bool = True) -> Tensor:
-    grad = _logit_gradient(model, inputs, target)
-    return grad.abs() if abs else grad
+    return from_gradient("saliency", inputs, _logit_gradient(model, inputs, target), abs=abs)
 
 
 @_method("input_x_gradient")
 def _input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
-    return inputs.detach() * _logit_gradient(model, inputs, target)
+    grad = _logit_gradient(model, inputs, target)
+    return from_gradient("input_x_gradient", inputs.detach(), grad)
 
 
 @_method("integrated_gradients")

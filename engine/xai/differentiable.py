@@ -67,6 +67,7 @@ from engine.xai import (
     integration_nodes,
 )
 from engine.xai.attribute import target_vector
+from engine.xai.rules import from_gradient
 from kernels.xai_map import map_levels, map_scale, map_values
 
 __all__ = ["attribute_differentiable", "prepare_map_differentiable"]
@@ -161,11 +162,12 @@ def _saliency(
     model: nn.Module, x: Tensor, target: Tensor, beta: float | None, *, abs: bool = True
 ) -> Tensor:
     grad = _logit_gradient(_twin(model, guided=False, beta=beta), x, target)
-    return grad.abs() if abs else grad
+    return from_gradient("saliency", x, grad, abs=abs)
 
 
 def _input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, beta: float | None) -> Tensor:
-    return x * _logit_gradient(_twin(model, guided=False, beta=beta), x, target)
+    grad = _logit_gradient(_twin(model, guided=False, beta=beta), x, target)
+    return from_gradient("input_x_gradient", x, grad)
 
 
 def _integrated_gradients(
@@ -206,7 +208,7 @@ def _guided_backprop(
     relu_only: bool = False,
 ) -> Tensor:
     twin = _twin(model, guided=True, beta=beta, relu_only=relu_only)
-    return _logit_gradient(twin, x, target)
+    return from_gradient("guided_backprop", x, _logit_gradient(twin, x, target))
 
 
 _METHODS: dict[str, _Method] = {
