@@ -38,16 +38,13 @@ signal exits at once; jobs then stay pending until reclaimed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -56,40 +53,29 @@ from engine.batching import Overflow, SourceEnded
 from engine.config import Config
 from engine.errors import SourceError, SourceTooLongError
 from engine.framepath import FramePath, FramePathSettings, Stream
-from engine.frames import Frame
+from engine.queue.backoff import RedisBackoff
 from engine.queue.connection import REDIS_ERRORS
-from engine.queue.errors import InvalidJobError, JobRefusedError
 from engine.queue.heartbeat import Heartbeat
+from engine.queue.intake import JobIntake
 from engine.queue.job import JobStatus, Mode
+from engine.queue.job_source import job_frames, live_settings
 from engine.queue.keys import GROUP
 from engine.queue.metrics import MetricsServer, WorkerMetrics
-from engine.queue.policy import SourcePolicy
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
 from engine.queue.results_sink import RedisResultsSink
 from engine.queue.running import RunningJob
-from engine.queue.schema import decode_payload
-from engine.sources import Source, SourceSettings, open_source
-from engine.sources.live import FeedUnavailableError, LiveFeedSource, LiveSettings
+from engine.sources.live import FeedUnavailableError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-FETCH_INTERVAL_S = 0.2
-"""How often a worker with jobs in hand (and free slots) looks for new ones."""
 
 CHECK_INTERVAL_S = 0.5
 """How often a worker looks for cancelled jobs and lost claims."""
 
 PROCESS_WAIT_S = 0.2
 """Longest wait for the next batch before the loop turns again."""
-
-REDIS_BACKOFF_MAX_S = 5.0
-"""Longest wait between attempts while Redis is unreachable."""
-
-SHUTDOWN_REDIS_GRACE_S = 10.0
-"""While stopping, how long to keep trying an unreachable Redis to hand jobs back."""
 
 
 def default_worker_name() -> str:
@@ -123,14 +109,7 @@ class Worker:
         self.pipeline = pipeline or Pipeline.from_config(config)
         self.name = name or default_worker_name()
         self.burst = burst
-        self.policy = SourcePolicy.from_config(self.qc)
-        self.live_settings = LiveSettings(
-            open_timeout_s=self.qc.live_open_timeout_s,
-            read_timeout_s=self.qc.live_read_timeout_s,
-            reconnect_min_s=self.qc.live_reconnect_min_s,
-            reconnect_max_s=self.qc.live_reconnect_max_s,
-            give_up_s=self.qc.live_give_up_s,
-        )
+        self.live_settings = live_settings(config)
         self.writer = ResultWriter(self.queue.keys, self.qc.results_max_len)
         self.metrics = WorkerMetrics(self.name)
         self._jobs: dict[str, RunningJob] = {}
@@ -141,11 +120,9 @@ class Worker:
         self._lost_lock = threading.Lock()
         self._stop_reason: str | None = None
         self._tick = time.monotonic()
-        self._redis_down_since: float | None = None
-        self._next_claim = self._next_fetch = self._next_check = 0.0
+        self.backoff = RedisBackoff(self.name, self.metrics, lambda: bool(self._stop_reason))
+        self._next_check = 0.0
         self._next_maintain = time.monotonic() + self.qc.trim_interval_s
-        self._claim_cursor = "0-0"
-        self._drained = False
         self.jobs_done = 0
         self.heartbeat = Heartbeat(
             client,
@@ -157,12 +134,24 @@ class Worker:
             healthy=self._loop_alive,
             lock=self._lock,
         )
+        self.intake = JobIntake(
+            client,
+            self.queue,
+            self.qc,
+            self.name,
+            self.metrics,
+            free=self._free,
+            busy=lambda: bool(self._jobs or self._stopping),
+            run=self._run,
+            join=self._join,
+            burst=burst,
+        )
         results = RedisResultsSink(
             client,
             self.queue.keys,
             self.writer,
             self._jobs,
-            self._retry,
+            self.backoff.retry,
             self._fail,
             self._count_live,
             self.metrics,
@@ -192,7 +181,7 @@ class Worker:
         )
         reason = "unknown"
         try:
-            self._retry(self._join, "joining the consumer group")
+            self.backoff.retry(self._join, "joining the consumer group")
             self.heartbeat.start()
             if self.metrics_server:
                 self.metrics_server.start()
@@ -207,13 +196,13 @@ class Worker:
                 if reason:
                     break
                 try:
-                    self._take_jobs()
+                    self.intake.take()
                     self._process()
                     self._check_jobs()
                     self._maintain()
-                    self._redis_ok()
+                    self.backoff.ok()
                 except REDIS_ERRORS as error:
-                    self._redis_failed(error, "working")
+                    self.backoff.failed(error, "working")
                 except Exception:  # a bug must not take the worker (and its jobs) down
                     log.exception("worker %s: unexpected error; going on", self.name)
                     time.sleep(1.0)
@@ -238,7 +227,7 @@ class Worker:
     def _exit_reason(self) -> str | None:
         if self._stop_reason:
             return self._stop_reason
-        if self.burst and self._drained and not self._jobs and not self._stopping:
+        if self.burst and self.intake.drained and not self._jobs and not self._stopping:
             return "burst mode: no job left to take"
         return None
 
@@ -247,258 +236,35 @@ class Worker:
     def _free(self) -> int:
         return self.qc.concurrency - len(self._jobs) - len(self._stopping)
 
-    def _take_jobs(self) -> None:
-        if self._free() <= 0:
-            return
-        now = time.monotonic()
-        claimed = 0
-        idle = not self._jobs and not self._stopping
-        if now >= self._next_claim or (self.burst and idle):
-            self._next_claim = now + self.qc.poll_s
-            claimed = self._reclaim(self._free())
-        if self._free() <= 0:
-            return
-        idle = not self._jobs and not self._stopping
-        if not idle and now < self._next_fetch:
-            return
-        self._next_fetch = now + FETCH_INTERVAL_S
-        try:
-            reply = self.redis.xreadgroup(
-                GROUP,
-                self.name,
-                {self.queue.keys.jobs: ">"},
-                count=self._free(),
-                block=int(self.qc.poll_s * 1000) if idle else None,
-            )
-        except redis.ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
-            self._group_lost()
-            return
-        taken = 0
-        for _, entries in reply or []:
-            for entry, fields in entries:
-                taken += 1
-                self._start(entry.decode(), fields, reclaimed=False)
-        self._drained = claimed == 0 and taken == 0
-
-    def _group_lost(self) -> None:
-        log.warning(
-            "worker %s: the consumer group is gone (redis restarted without its data?); "
-            "creating it again",
-            self.name,
-        )
-        self._join()
-
-    def _reclaim(self, count: int) -> int:
-        """Take over up to ``count`` entries idle for ``claim_idle_s``."""
-        try:
-            cursor, entries, *rest = self.redis.xautoclaim(
-                self.queue.keys.jobs,
-                GROUP,
-                self.name,
-                min_idle_time=int(self.qc.claim_idle_s * 1000),
-                start_id=self._claim_cursor,
-                count=count,
-            )
-        except redis.ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
-            self._group_lost()
-            return 0
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-        for deleted in rest[0] if rest else []:
-            log.warning(
-                "worker %s: pending entry %s was deleted from the stream; dropped",
-                self.name,
-                deleted,
-            )
-        for entry, fields in entries:
-            self._start(entry.decode(), fields or {}, reclaimed=True)
-        return len(entries)
-
-    def _start(self, entry: str, fields: dict[bytes, bytes], reclaimed: bool) -> None:
-        """Start the job in ``entry``; no payload, however hostile, raises out of here."""
-        try:
-            self._start_job(entry, fields, reclaimed)
-        except REDIS_ERRORS:
-            raise  # the entry stays pending on this worker; reclaimed after claim_idle_s
-        except Exception as error:
-            log.exception("worker %s: starting entry %s failed", self.name, entry)
-            self._reject(
-                entry, f"the worker could not start it ({error!r})", None, fields.get(b"payload")
-            )
-
-    def _start_job(self, entry: str, fields: dict[bytes, bytes], reclaimed: bool) -> None:
-        """Validate, mark running and start reading the job in ``entry``."""
-        raw = fields.get(b"payload")
-        try:
-            spec = decode_payload(raw, self.qc.max_payload_bytes)
-        except InvalidJobError as error:
-            self._reject(entry, error.reason, error.job_id, raw)
-            return
-        live = SourcePolicy.is_live(spec.source)
-        mode = spec.mode or (Mode(self.qc.live_mode) if live else Mode.LOSSLESS)
-        try:
-            self.policy.check(spec)
-        except JobRefusedError as error:
-            self._reject(entry, error.reason, spec.id, raw, spec.source)
-            return
-        started = self.queue.start(spec, entry, self.name, mode, live)
-        extra = {"job": spec.id, "entry": entry, "worker": self.name}
-        if started.action == "skip":
-            log.info(
-                "job %s is already %s; acknowledging its entry",
-                spec.id,
-                started.status,
-                extra=extra,
-            )
-            self.queue.close(spec.id, entry)
-            return
-        if started.action == "duplicate":
-            self._reject(
-                entry, f"another entry ({started.status}) already runs job {spec.id}", None, raw
-            )
-            return
-        if started.attempts > self.qc.max_attempts:
-            last = started.error or (
-                "its worker stopped without reporting (killed, crashed or cut off)"
-            )
-            reason = f"gave up after {started.attempts - 1} attempts; last: {last}"
-            log.error("job %s: %s", spec.id, reason, extra=extra)
-            self.queue.dead_letter(
-                entry,
-                reason,
-                started.attempts - 1,
-                self.name,
-                spec.id,
-                raw,
-                started.progress,
-                spec.source,
-            )
-            self.metrics.jobs_dead.inc()
-            self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
-            return
-        if reclaimed and started.was == JobStatus.RUNNING.value:
-            self.metrics.jobs_reclaimed.inc()
-            log.warning(
-                "job %s reclaimed from %s, which went silent (attempt %d)",
-                spec.id,
-                started.previous_worker or "an unknown worker",
-                started.attempts,
-                extra=extra,
-            )
-        elif reclaimed:
-            log.info(
-                "job %s taken again after %s handed it back (attempt %d)",
-                spec.id,
-                started.previous_worker or "a worker",
-                started.attempts,
-                extra=extra,
-            )
-        elif spec.submitted:
-            self.metrics.queue_wait.observe(max(0.0, time.time() - spec.submitted))
-        last = self.queue.last_frame(spec.id)
-        history = started.progress or {}
-        held = RunningJob(
-            key=f"{spec.id}#{started.attempts}-{uuid.uuid4().hex[:6]}",
-            entry=entry,
-            spec=spec,
-            payload=raw,
-            mode=mode,
-            live=live,
-            attempts=started.attempts,
-            resume_from=last[0] + 1 if last else 0,
-            epoch=started.epoch,
-            frames_before=int(history.get("frames") or 0) if last else 0,
-            dropped_before=int(history.get("dropped") or 0),
-        )
+    def _run(self, held: RunningJob) -> None:
+        """Hold a job the intake started and read its source through the frame path."""
         with self._lock:
             self._jobs[held.key] = held
         self.metrics.jobs_active.set(len(self._jobs))
         self.path.add(
             Stream(
                 held.key,
-                lambda: self._frames(held),
-                job=spec.id,
-                overflow=Overflow.DROP_OLDEST if mode is Mode.REALTIME else Overflow.BLOCK,
-                depth=self.qc.live_buffer_frames if live else None,
+                lambda: job_frames(self.config, self.live_settings, held),
+                job=held.spec.id,
+                overflow=Overflow.DROP_OLDEST if held.mode is Mode.REALTIME else Overflow.BLOCK,
+                depth=self.qc.live_buffer_frames if held.live else None,
             )
         )
         log.info(
             "job %s started: %s (attempt %d, %s, from frame %d)",
-            spec.id,
+            held.spec.id,
             held.display,
             held.attempts,
-            mode.value,
+            held.mode.value,
             held.resume_from,
-            extra={**extra, "attempt": held.attempts, "resume_from": held.resume_from},
+            extra={
+                "job": held.spec.id,
+                "entry": held.entry,
+                "worker": self.name,
+                "attempt": held.attempts,
+                "resume_from": held.resume_from,
+            },
         )
-
-    def _reject(
-        self,
-        entry: str,
-        reason: str,
-        job_id: str | None,
-        payload: object,
-        source: str = "",
-    ) -> None:
-        """Dead-letter a job that must not run (malformed, refused)."""
-        log.warning(
-            "entry %s rejected: %s",
-            entry,
-            reason,
-            extra={"job": job_id or "", "entry": entry, "worker": self.name},
-        )
-        self.queue.dead_letter(
-            entry,
-            reason,
-            0,
-            self.name,
-            job_id,
-            payload if isinstance(payload, bytes) else None,
-            source=source,
-        )
-        self.metrics.jobs_dead.inc()
-
-    def _frames(self, held: RunningJob) -> Iterator[Frame]:
-        """The job's frames from where it resumes (runs in the reader thread)."""
-        source = self._open(held)
-        source.name = held.display  # what records and logs show: never a credential
-        held.total = source.estimated_frames
-        held.source = source
-        with source:
-            for frame in source:
-                if frame.index < held.resume_from:
-                    continue  # recorded by an earlier attempt
-                yield frame
-
-    def _open(self, held: RunningJob) -> Source:
-        settings = self._source_settings(held)
-        if held.live:
-            return LiveFeedSource(
-                held.spec.source,
-                settings,
-                self.live_settings,
-                start_index=held.resume_from,
-                epoch=held.epoch,
-                stop=held.stop,
-            )
-        return open_source(held.spec.source, settings)
-
-    def _source_settings(self, held: RunningJob) -> SourceSettings:
-        s, spec = self.config.sources, held.spec
-        fps, every = s.fps, s.every
-        if spec.fps is not None:
-            fps, every = spec.fps, 1
-        elif spec.every is not None:
-            fps, every = None, spec.every
-        limit = spec.max_duration_s or self.qc.max_job_duration_s or None
-        if held.live:
-            duration = limit or math.inf
-        else:
-            duration = min(s.max_duration_s, limit) if limit else s.max_duration_s
-        return dataclasses.replace(s, fps=fps, every=every, max_duration_s=duration)
 
     # --- processing ---------------------------------------------------------------------
 
@@ -551,7 +317,7 @@ class Worker:
 
     def _finish(self, held: RunningJob, status: JobStatus, note: str = "") -> None:
         self._forget(held, stop_source=status is JobStatus.CANCELLED)
-        final = self._retry(
+        final = self.backoff.retry(
             lambda: self.queue.finish(
                 held.spec.id, held.entry, status, progress=held.progress(), source=held.spec.source
             ),
@@ -590,7 +356,7 @@ class Worker:
                 reason,
                 extra=extra,
             )
-            self._retry(
+            self.backoff.retry(
                 lambda: self.queue.release(
                     held.spec.id, held.entry, self.name, reason, held.progress()
                 ),
@@ -601,7 +367,7 @@ class Worker:
         if retry:
             reason = f"failed {held.attempts} times; last: {reason}"
         log.error("job %s failed for good: %s", held.spec.id, reason, extra=extra)
-        self._retry(
+        self.backoff.retry(
             lambda: self.queue.dead_letter(
                 held.entry,
                 reason,
@@ -619,7 +385,7 @@ class Worker:
 
     def _hand_back(self, held: RunningJob) -> None:
         self._forget(held, stop_source=True)
-        outcome = self._retry(
+        outcome = self.backoff.retry(
             lambda: self.queue.release(
                 held.spec.id, held.entry, self.name, progress=held.progress(), handback=True
             ),
@@ -706,7 +472,7 @@ class Worker:
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``(healthy, details)`` for ``/healthz``."""
         alive = self._loop_alive()
-        redis_ok = self._redis_down_since is None
+        redis_ok = self.backoff.up
         return alive and redis_ok, {
             "status": "ok" if alive and redis_ok else "unhealthy",
             "worker": self.name,
@@ -732,42 +498,6 @@ class Worker:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-
-    def _redis_failed(self, error: Exception, doing: str) -> None:
-        self.metrics.redis_errors.inc()
-        now = time.monotonic()
-        if self._redis_down_since is None:
-            self._redis_down_since = now
-            log.warning(
-                "worker %s: redis unavailable while %s (%s); retrying with back-off",
-                self.name,
-                doing,
-                error,
-            )
-        if self._stop_reason and now - self._redis_down_since > SHUTDOWN_REDIS_GRACE_S:
-            raise error
-        down = now - self._redis_down_since
-        time.sleep(min(REDIS_BACKOFF_MAX_S, 0.1 * 2 ** min(down, 10)))
-
-    def _retry(self, call: Callable[[], T], doing: str) -> T:
-        """``call()``, retried with back-off while Redis is unreachable."""
-        while True:
-            try:
-                result = call()
-            except REDIS_ERRORS as error:
-                self._redis_failed(error, doing)
-                continue
-            self._redis_ok()
-            return result
-
-    def _redis_ok(self) -> None:
-        if self._redis_down_since is not None:
-            log.info(
-                "worker %s: redis is back after %.1f s",
-                self.name,
-                time.monotonic() - self._redis_down_since,
-            )
-            self._redis_down_since = None
 
     def _shutdown(self, reason: str) -> None:
         handed = 0
