@@ -55,6 +55,7 @@ from engine.errors import SourceError, SourceTooLongError
 from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.queue.backoff import RedisBackoff
 from engine.queue.connection import REDIS_ERRORS
+from engine.queue.errorlog import RepeatingErrors
 from engine.queue.heartbeat import Heartbeat
 from engine.queue.intake import JobIntake
 from engine.queue.job import JobStatus, Mode
@@ -120,6 +121,7 @@ class Worker:
         self._lost_lock = threading.Lock()
         self._stop_reason: str | None = None
         self._tick = time.monotonic()
+        self.errors = RepeatingErrors(log)
         self.backoff = RedisBackoff(self.name, self.metrics, lambda: bool(self._stop_reason))
         self._next_check = 0.0
         self._next_maintain = time.monotonic() + self.qc.trim_interval_s
@@ -203,8 +205,8 @@ class Worker:
                     self.backoff.ok()
                 except REDIS_ERRORS as error:
                     self.backoff.failed(error, "working")
-                except Exception:  # a bug must not take the worker (and its jobs) down
-                    log.exception("worker %s: unexpected error; going on", self.name)
+                except Exception as error:  # a bug must not take the worker (and its jobs) down
+                    self.errors.report(error, f"worker {self.name}: unexpected error; going on")
                     time.sleep(1.0)
             log.info("worker %s stopping: %s", self.name, reason, extra={"worker": self.name})
         except BaseException as error:
