@@ -55,12 +55,14 @@ from engine.errors import SourceError, SourceTooLongError
 from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.queue.backoff import RedisBackoff
 from engine.queue.connection import REDIS_ERRORS
+from engine.queue.endings import JobEndings
 from engine.queue.errorlog import RepeatingErrors
 from engine.queue.heartbeat import Heartbeat
 from engine.queue.intake import JobIntake
 from engine.queue.job import JobStatus, Mode
 from engine.queue.job_source import job_frames, live_settings
 from engine.queue.keys import GROUP
+from engine.queue.maintenance import maintain
 from engine.queue.metrics import MetricsServer, WorkerMetrics
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
@@ -123,9 +125,11 @@ class Worker:
         self._tick = time.monotonic()
         self.errors = RepeatingErrors(log)
         self.backoff = RedisBackoff(self.name, self.metrics, lambda: bool(self._stop_reason))
+        self.endings = JobEndings(
+            self.queue, self.qc, self.name, self.metrics, self.backoff.retry, self._forget
+        )
         self._next_check = 0.0
         self._next_maintain = time.monotonic() + self.qc.trim_interval_s
-        self.jobs_done = 0
         self.heartbeat = Heartbeat(
             client,
             self.queue.keys,
@@ -154,7 +158,7 @@ class Worker:
             self.writer,
             self._jobs,
             self.backoff.retry,
-            self._fail,
+            self.endings.fail,
             self._count_live,
             self.metrics,
         )
@@ -284,7 +288,7 @@ class Worker:
         """The frame path could not analyse this job's frames (the other jobs went on)."""
         held = self._jobs.get(key)
         if held is not None:
-            self._fail(held, f"analysing its frames failed: {error!r}")
+            self.endings.fail(held, f"analysing its frames failed: {error!r}")
 
     def _ended(self, ended: SourceEnded) -> None:
         if ended.source in self._stopping:
@@ -297,14 +301,16 @@ class Worker:
         self._count_live(held)
         error = ended.error
         if error is None:
-            self._finish(held, JobStatus.DONE)
+            self.endings.finish(held, JobStatus.DONE)
         elif held.live and isinstance(error, SourceTooLongError):
-            self._finish(held, JobStatus.DONE, note="reached its max_duration_s")
+            self.endings.finish(held, JobStatus.DONE, note="reached its max_duration_s")
         elif isinstance(error, SourceError) and not isinstance(error, FeedUnavailableError):
-            self._fail(held, str(error), retry=False, ended=True)  # the input itself is wrong
+            self.endings.fail(
+                held, str(error), retry=False, ended=True
+            )  # the input itself is wrong
         else:
             reason = str(error) if isinstance(error, SourceError) else repr(error)
-            self._fail(held, reason, ended=True)
+            self.endings.fail(held, reason, ended=True)
 
     # --- ending jobs --------------------------------------------------------------------
 
@@ -316,92 +322,6 @@ class Worker:
             held.stop.set()
             self._stopping.add(held.key)
             self.path.stop(held.key)
-
-    def _finish(self, held: RunningJob, status: JobStatus, note: str = "") -> None:
-        self._forget(held, stop_source=status is JobStatus.CANCELLED)
-        final = self.backoff.retry(
-            lambda: self.queue.finish(
-                held.spec.id, held.entry, status, progress=held.progress(), source=held.spec.source
-            ),
-            "finishing a job",
-        )
-        self.jobs_done += 1
-        self.metrics.jobs_finished.labels(final).inc()
-        log.info(
-            "job %s %s%s: %d frames recorded, %d dropped, %.1f s",
-            held.spec.id,
-            final,
-            f" ({note})" if note else "",
-            held.written,
-            held.dropped,
-            time.monotonic() - held.started,
-            extra={
-                "job": held.spec.id,
-                "status": final,
-                "frames": held.written,
-                "dropped": held.dropped,
-                "duplicates": held.duplicates,
-            },
-        )
-
-    def _fail(self, held: RunningJob, reason: str, retry: bool = True, ended: bool = False) -> None:
-        """Retry the job elsewhere (``retry`` and attempts left), else dead-letter it.
-        ``ended``: its source has already ended (else it is stopped)."""
-        self._forget(held, stop_source=not ended)
-        extra = {"job": held.spec.id, "attempt": held.attempts, "worker": self.name}
-        if retry and held.attempts < self.qc.max_attempts:
-            log.warning(
-                "job %s failed (attempt %d of %d): %s; handing it back for a retry",
-                held.spec.id,
-                held.attempts,
-                self.qc.max_attempts,
-                reason,
-                extra=extra,
-            )
-            self.backoff.retry(
-                lambda: self.queue.release(
-                    held.spec.id, held.entry, self.name, reason, held.progress()
-                ),
-                "handing back a job",
-            )
-            self.metrics.jobs_released.labels("retry").inc()
-            return
-        if retry:
-            reason = f"failed {held.attempts} times; last: {reason}"
-        log.error("job %s failed for good: %s", held.spec.id, reason, extra=extra)
-        self.backoff.retry(
-            lambda: self.queue.dead_letter(
-                held.entry,
-                reason,
-                held.attempts,
-                self.name,
-                held.spec.id,
-                held.payload,
-                held.progress(),
-                held.spec.source,
-            ),
-            "dead-lettering a job",
-        )
-        self.metrics.jobs_dead.inc()
-        self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
-
-    def _hand_back(self, held: RunningJob) -> None:
-        self._forget(held, stop_source=True)
-        outcome = self.backoff.retry(
-            lambda: self.queue.release(
-                held.spec.id, held.entry, self.name, progress=held.progress(), handback=True
-            ),
-            "handing back a job",
-        )
-        self.metrics.jobs_released.labels("shutdown").inc()
-        log.info(
-            "job %s handed back (%s) after %d frames; the next worker resumes %s",
-            held.spec.id,
-            outcome,
-            held.written,
-            "from now" if held.live else "after its last recorded frame",
-            extra={"job": held.spec.id, "frames": held.written},
-        )
 
     # --- checks and housekeeping --------------------------------------------------------
 
@@ -434,7 +354,7 @@ class Worker:
                 log.info(
                     "job %s was cancelled; stopping it", held.spec.id, extra={"job": held.spec.id}
                 )
-                self._finish(held, JobStatus.CANCELLED)
+                self.endings.finish(held, JobStatus.CANCELLED)
 
     def _count_live(self, held: RunningJob) -> None:
         dropped = max(held.dropped, self.path.dropped(held.key))
@@ -451,20 +371,7 @@ class Worker:
         if now < self._next_maintain:
             return
         self._next_maintain = now + self.qc.trim_interval_s
-        trimmed = self.queue.trim()
-        if trimmed:
-            log.debug("worker %s: trimmed %d acknowledged jobs", self.name, trimmed)
-        group = self.queue.group() or {}
-        self.metrics.queue_lag.set(int(group.get("lag") or 0))
-        self.metrics.queue_pending.set(int(group.get("pending") or 0))
-        for consumer in self.queue.consumers():
-            if (
-                consumer["name"] != self.name
-                and consumer["pending"] == 0
-                and consumer["idle_ms"] >= self.qc.consumer_ttl_s * 1000
-                and self.queue.delete_idle_consumer(consumer["name"], self.qc.consumer_ttl_s)
-            ):
-                log.info("worker %s: removed idle consumer %s", self.name, consumer["name"])
+        maintain(self.queue, self.qc, self.name, self.metrics)
 
     # --- health, signals, redis outages, shutdown ---------------------------------------
 
@@ -506,7 +413,7 @@ class Worker:
         self.heartbeat.stop()
         for held in list(self._jobs.values()):
             try:
-                self._hand_back(held)
+                self.endings.hand_back(held)
                 handed += 1
             except Exception as error:
                 log.error(
@@ -528,7 +435,7 @@ class Worker:
             "worker %s stopped (%s): %d jobs ended here, %d handed back",
             self.name,
             reason,
-            self.jobs_done,
+            self.endings.done,
             handed,
-            extra={"worker": self.name, "jobs_done": self.jobs_done, "handed_back": handed},
+            extra={"worker": self.name, "jobs_done": self.endings.done, "handed_back": handed},
         )
