@@ -35,4 +35,5 @@ def test_detection_table_has_a_row_per_attack_a_column_per_map_and_their_average
 
 def test_formatting_helpers():
     assert pct(0.5) == "50.00%" and pct(float("nan")) == "–"
-    assert md_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
+    lines = md_table(["a", "b"], [[1, 2]]).splitlines()
+    assert lines == ["| a | b |", "| --- | --- |", "| 1 | 2 |"]
