@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -67,6 +66,7 @@ from engine.frames import Frame, FrameBatch
 from engine.models import create_model
 from engine.records import FaceResult, FrameRecord, Verdict
 from engine.runtime import Runtime, create_runtime
+from engine.stages.detect import FaceDetection
 from engine.xai import attribute, guided_model, prepare_map
 from engine.xai.maps import detect_resnet_inputs
 from engine.xai.rules import GRADIENT_METHODS, from_gradient
@@ -128,19 +128,23 @@ class Pipeline:
         """``face_detector_factory`` makes more face detectors like ``face_detector``:
         :meth:`detect_ahead` then gives each reader thread its own (detectors such as
         OpenCV's cascades cannot be shared by threads) instead of taking turns."""
-        self.face_detector = face_detector
+        self.faces = FaceDetection(face_detector, face_detector_factory)
+        """Stage ``detect`` (``engine.stages.detect``)."""
         self.detector = detector.to(device).eval()
         self.adversarial = adversarial.to(device).eval()
         self.settings = settings
         self.device = device
         self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
         self._passes: dict[str, nn.Module] = {}
-        self._ahead_lock = threading.Lock()  # guards detect_ahead_ms
-        self._detector_lock = threading.Lock()  # one detection at a time on face_detector
-        self._face_detector_factory = face_detector_factory
-        self._thread_detectors = threading.local()
-        self.detect_ahead_ms = 0.0
-        """Time :meth:`detect_ahead` spent detecting, in ms (reader threads; a counter)."""
+
+    @property
+    def face_detector(self) -> FaceDetector:
+        return self.faces.detector
+
+    @property
+    def detect_ahead_ms(self) -> float:
+        """Time spent detecting ahead, in ms (reader threads; a counter)."""
+        return self.faces.ahead_ms
 
     @classmethod
     def from_config(cls, config: Config) -> Pipeline:
@@ -196,7 +200,7 @@ class Pipeline:
     @property
     def batched_detector(self) -> bool:
         """Whether the face detector runs once per batch (on the device) or per frame (CPU)."""
-        return bool(getattr(getattr(self.face_detector, "cfg", None), "batched", False))
+        return self.faces.batched
 
     @property
     def placement(self) -> dict[str, str]:
@@ -263,74 +267,16 @@ class Pipeline:
 
     # --- stages ---------------------------------------------------------------------------
 
-    def detect(
-        self, batch: FrameBatch, images: Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All faces of the batch: ``(frame_ids (M,), boxes (M, 5))`` on the CPU.
-
-        A batched face detector gets ``images`` (the batch already on the device) when
-        given; a per-frame CPU detector reads the host copy, except for frames whose
-        boxes :meth:`detect_ahead` already found.
-        """
-        if self.batched_detector:
-            per_frame = self.face_detector.detect(
-                batch.images if images is None else images, batch.sizes
-            )
-        else:
-            per_frame = self._per_frame_boxes(batch)
-        frame_ids = torch.cat([torch.full((len(b),), i) for i, b in enumerate(per_frame)])
-        boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 5)
-        return frame_ids.long(), boxes.reshape(-1, 5)
+    def detect(self, batch: FrameBatch, images: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """All faces of the batch: ``(frame_ids (M,), boxes (M, 5))`` on the CPU
+        (:meth:`engine.stages.detect.FaceDetection.boxes`)."""
+        return self.faces.boxes(batch, images)
 
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """``frames``, each first run through a per-frame (CPU) face detector.
-
-        The frame path (:class:`engine.framepath.FramePath`) wraps every stream's frames
-        with this in the stream's reader thread: detection then runs as frames are
-        decoded, overlapping the model stages of the batches before, and :meth:`analyze`
-        takes the boxes found (its ``detect`` stage costs nothing for those frames). Each
-        reader thread detects with its own detector when the pipeline has a
-        ``face_detector_factory`` (``from_config`` gives one); otherwise the threads take
-        turns on ``face_detector``. Batched face detectors are
-        left to :meth:`analyze`: frames pass through unchanged.
-        """
-        for frame in frames:
-            if not self.batched_detector:
-                image = frame.image
-                if not isinstance(image, Tensor):
-                    image = torch.from_numpy(image)
-                sizes = torch.tensor([[frame.height, frame.width]])
-                start = time.perf_counter()
-                own = self._own_detector()
-                if own is None:
-                    with self._detector_lock:
-                        (boxes,) = self.face_detector.detect(image[None], sizes)
-                else:
-                    (boxes,) = own.detect(image[None], sizes)
-                with self._ahead_lock:
-                    self.detect_ahead_ms += (time.perf_counter() - start) * 1000
-                frame = dataclasses.replace(frame, boxes=boxes)
-            yield frame
-
-    def _own_detector(self) -> FaceDetector | None:
-        """This thread's own face detector (made once per thread), None without a factory."""
-        if self._face_detector_factory is None:
-            return None
-        detector = getattr(self._thread_detectors, "detector", None)
-        if detector is None:
-            detector = self._thread_detectors.detector = self._face_detector_factory()
-        return detector
-
-    def _per_frame_boxes(self, batch: FrameBatch) -> list[Tensor]:
-        found = list(batch.boxes) if batch.boxes else [None] * len(batch)
-        missing = [i for i, boxes in enumerate(found) if boxes is None]
-        if missing:
-            idx = torch.tensor(missing)
-            with self._detector_lock:
-                fresh = self.face_detector.detect(batch.images[idx], batch.sizes[idx])
-            for i, boxes in zip(missing, fresh, strict=True):
-                found[i] = boxes
-        return found  # type: ignore[return-value]
+        """``frames`` with their faces found in the calling (reader) thread by a per-frame
+        detector (:meth:`engine.stages.detect.FaceDetection.ahead`); the frame path wraps
+        every stream with it."""
+        return self.faces.ahead(frames)
 
     def crop(
         self,
