@@ -36,19 +36,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import UntrustedPickleError, WeightsError
-from engine.models.weights import save_weights
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: the format table is light
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
+StateDict = "dict[str, torch.Tensor]"
 
 # --- the restricted unpickler -----------------------------------------------------------
 
@@ -133,6 +130,8 @@ def _walk_module(obj: Any, prefix: str, out: StateDict) -> StateDict:
 
 def _as_state_dict(obj: Any, path: str) -> StateDict:
     """Find the state dict inside whatever a checkpoint holds."""
+    import torch
+
     if isinstance(obj, _Stub) and "_modules" in obj.__dict__:
         return _walk_module(obj, "", OrderedDict())
     if isinstance(obj, Mapping):
@@ -150,6 +149,11 @@ def _as_state_dict(obj: Any, path: str) -> StateDict:
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> StateDict:
     """The tensors of a published checkpoint (safetensors, or a pickle if trusted)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from torch import nn
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(str(path), "no such checkpoint file", "check the path")
@@ -351,6 +355,8 @@ register_format(
 
 def build_target(arch: str) -> nn.Module:
     """The module a converted file is for (a registered model, or a face detector's net)."""
+    from torch import nn
+
     from engine.faces import create_face_detector, list_face_detectors
     from engine.models import create_model, list_models
 
@@ -422,6 +428,8 @@ def convert_weights(
             )
     mapped = {k: v.to(own[k].dtype) for k, v in mapped.items()}
     complete = spec.complete and not missing
+    from engine.models.weights import save_weights
+
     path = save_weights(mapped, dst, arch=arch, source=fmt, complete=complete)
     report = f"{len(mapped)} tensors for {arch} from {fmt}" + (
         "" if complete else f"; {len(missing)} tensors not in the source (untrained)"

@@ -7,7 +7,7 @@ Redis unreachable, a job that cannot be cancelled); 2 bad usage or configuration
 75 (EX_TEMPFAIL) the queue is full, submit again later.
 
 This module is imported by ``engine.cli`` at start, so it imports nothing heavy at
-module level; ``engine.cli`` itself is imported inside the functions.
+module level (the shared flags come from the light ``engine.cli.options``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import os
 import sys
 import time
 from typing import Any
+
+from engine.cli.options import RUN_OPTIONS, add_config_arguments, config_from_args
 
 log = logging.getLogger("veritas")
 
@@ -51,7 +53,6 @@ def _add_queue_config(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from engine.cli import RUN_OPTIONS, config_from_args
     from engine.config import load_config
 
     overrides = list(args.set)
@@ -191,7 +192,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _add_worker_options(p: argparse.ArgumentParser) -> None:
-    from engine.cli import add_config_arguments
 
     p.add_argument("--concurrency", type=int, help="jobs held at once [queue.concurrency]")
     p.add_argument("--name", help="consumer name (default: host-pid-random)")
@@ -232,7 +232,6 @@ def add_worker_parser(sub: argparse._SubParsersAction) -> None:
 
 def _worker_argv(args: argparse.Namespace, index: int) -> list[str]:
     """The ``worker`` arguments for pool worker ``index`` (the URL goes by environment)."""
-    from engine.cli import RUN_OPTIONS
 
     argv: list[str] = []
     if args.cluster:
@@ -455,13 +454,8 @@ def add_cancel_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add the queue's commands to ``veritas`` (``engine.cli.PARSERS``).
-
-    Also registers the live feed URL schemes (``rtsp://``, ``udp://``, ``http://``, ...),
-    so that ``veritas run`` reads them too.
-    """
-    import engine.sources.live  # noqa: F401
-
+    """Add the queue's commands to ``veritas`` (``engine.cli.PARSERS``). (The live feed
+    URL schemes register themselves with ``engine.sources``, which imports them.)"""
     for add in (
         add_submit_parser,
         add_worker_parser,

@@ -287,3 +287,21 @@ def test_progress_bar_is_drawn_on_a_terminal(face_clip, tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     text = output.decode(errors="replace")
     assert "analysing" in text and "12/12" in text
+
+
+def test_the_command_line_and_its_parser_import_no_torch_and_no_benchmarks():
+    """Control commands must answer fast: building the parser (every command's --help)
+    imports neither torch nor the benchmark harness (``bench`` loads it when it runs)."""
+    code = (
+        "import sys; from engine.cli import build_parser; build_parser(); "
+        "heavy = sorted(m for m in ('torch', 'benchmarks.harness', 'engine.pipeline') "
+        "if m in sys.modules); print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
