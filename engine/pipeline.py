@@ -46,9 +46,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -66,15 +64,16 @@ from engine.frames import Frame, FrameBatch
 from engine.models import create_model
 from engine.records import FaceResult, FrameRecord, Verdict
 from engine.runtime import Runtime, create_runtime
+from engine.stages.check import AttackCheck, NormalizedPairs
+from engine.stages.classify import ClassifyThenExplain, FusedClassifyExplain
 from engine.stages.detect import FaceDetection
-from engine.xai import attribute, guided_model, prepare_map
-from engine.xai.maps import detect_resnet_inputs
-from engine.xai.rules import GRADIENT_METHODS, from_gradient
+from engine.stages.timing import StageTimer
+from engine.xai import guided_model
+from engine.xai.rules import GRADIENT_METHODS
 
 log = logging.getLogger(__name__)
 
 STAGES = ("detect", "crop", "classify", "xai", "adversarial")
-REAL, FAKE = 0, 1
 
 
 FUSABLE_METHODS = GRADIENT_METHODS
@@ -294,98 +293,42 @@ class Pipeline:
         crops = crop_faces(images, crop_boxes, frame_ids, self.detector.cfg.input_size)
         return crop_boxes, crops
 
+    def _classify_explain(self) -> ClassifyThenExplain:
+        kind = FusedClassifyExplain if self.fused else ClassifyThenExplain
+        return kind(self.network_pass, self.settings, self.device)
+
     def classify(self, crops: torch.Tensor) -> torch.Tensor:
         """p_fake per crop (a no-grad forward of the runtime's classification pass)."""
-        logits = self.network_pass("classify")(crops)
-        return logits.float().softmax(dim=1)[:, FAKE]
+        return ClassifyThenExplain(self.network_pass, self.settings, self.device).classify(crops)
 
     def explain(self, crops: torch.Tensor) -> torch.Tensor:
         """Attribution of the detector's "real" logit for each crop (``engine.xai``)."""
-        s = self.settings
-        options: dict[str, object] = {}
-        if s.xai_method == "integrated_gradients":
-            options = {
-                "n_steps": s.ig_steps,
-                "internal_batch_size": s.ig_internal_batch_size or None,
-            }
-        if s.xai_method == "guided_backprop":
-            # The gradient pass already runs through the guided twin: plain gradient of it.
-            return attribute(self.network_pass("gradient"), crops, REAL, "saliency", abs=False)
-        return attribute(self.network_pass("gradient"), crops, REAL, s.xai_method, **options)
+        return ClassifyThenExplain(self.network_pass, self.settings, self.device).explain(crops)
 
     def check(
         self, crops: torch.Tensor, attributions: torch.Tensor, keep_maps: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(p_attacked, prepared maps or None)`` from Detect-ResNet50.
-
-        Its input (resized crops and maps, normalized) is built in one pass by
-        :func:`engine.xai.maps.detect_resnet_inputs` (a fused kernel on CUDA); the maps
-        themselves (:func:`engine.xai.prepare_map`) are computed only for ``keep_maps``.
-        """
-        s, cfg = self.settings, self.adversarial.cfg
-        stacked = detect_resnet_inputs(
-            crops, attributions, s.xai_method, cfg.input_size, cfg.mean, cfg.std, s.map_quantile
+        """``(p_attacked, prepared maps or None)`` from Detect-ResNet50
+        (:class:`engine.stages.check.AttackCheck`)."""
+        return AttackCheck(self.network_pass, self.settings, self.adversarial).run(
+            crops, attributions, keep_maps
         )
-        logits = self.network_pass("adversarial")(*stacked.chunk(2))
-        maps = None
-        if keep_maps:
-            maps = prepare_map(attributions, s.xai_method, cfg.input_size, s.map_quantile)
-        return logits.float().softmax(dim=1)[:, 1], maps
 
     def classify_and_explain(
         self,
         crops: Tensor,
         explain: Tensor | None = None,
-        timer: _StageTimer | None = None,
+        timer: StageTimer | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Stages ``classify`` and ``xai``: ``(p_fake on the CPU, indices of the faces
-        explained, their attributions or None)``.
+        explained, their attributions or None)`` (``engine.stages.classify``: fused when
+        :attr:`fused`).
 
         ``explain`` picks the faces to explain (indices); by default the faces the
         detector calls real. The offline dataset builder calls this too, so maps are
-        taken exactly as online. When :attr:`fused`: one forward of the gradient pass
-        over all faces, then one backward of the sum of the chosen faces' "real" logits
-        (faces are independent in eval mode, so each face's input gradient is its own).
-        Otherwise a no-grad classification, then ``engine.xai.attribute`` of the chosen.
+        taken exactly as online.
         """
-        timer = timer or _StageTimer(self.device)
-        attributions: Tensor | None = None
-        if self.fused:
-            with timer("classify"):
-                x, logits = self._forward_with_grad(crops)
-                p_fake = _p_fake(logits, len(crops))
-            which = self._to_explain(p_fake, explain)
-            with timer("xai"):
-                if len(which) and logits is not None:
-                    attributions = self._backward(crops, x, logits, which)
-            del x, logits  # frees the forward's graph
-        else:
-            with timer("classify"):
-                p_fake = self.classify(crops).cpu() if len(crops) else torch.zeros(0)
-            which = self._to_explain(p_fake, explain)
-            with timer("xai"):
-                if len(which):
-                    attributions = self.explain(crops[which.to(self.device)])
-        return p_fake, which, attributions
-
-    def _to_explain(self, p_fake: Tensor, explain: Tensor | None) -> Tensor:
-        if explain is not None:
-            return explain.flatten().long().cpu()
-        return (p_fake < self.settings.fake_threshold).nonzero().flatten()
-
-    def _forward_with_grad(self, crops: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(leaf input, logits with their graph)``; logits None for no crops."""
-        x = crops.detach().requires_grad_(True)
-        if len(crops) == 0:
-            return x, None
-        with torch.enable_grad():
-            return x, self.network_pass("gradient")(x)
-
-    def _backward(self, crops: Tensor, x: Tensor, logits: Tensor, real: Tensor) -> Tensor:
-        """The fused XAI step: attributions of the faces ``real`` from the kept graph."""
-        idx = real.to(logits.device)
-        (grad,) = torch.autograd.grad(logits[idx, REAL].sum(), x)
-        return from_gradient(self.settings.xai_method, crops[idx].detach(), grad[idx])
+        return self._classify_explain().run(crops, explain, timer)
 
     # --- the whole batch --------------------------------------------------------------------
 
@@ -395,7 +338,7 @@ class Pipeline:
         """Every stage on ``batch``. ``job`` labels the records: one job for all, or a
         job per stream key (``FrameBatch.streams``); ``keep_maps`` keeps the prepared XAI
         maps in the result (an annotated video draws them)."""
-        timer = _StageTimer(self.device)
+        timer = StageTimer(self.device)
         self.runtime.begin_step()
         # One host->device copy per batch, issued first so it overlaps CPU detection.
         images = batch.images.to(self.device, non_blocking=True)
@@ -462,53 +405,9 @@ class Pipeline:
         ]
 
 
-class NormalizedPairs(nn.Module):
-    """Detect-ResNet50 on its normalized inputs: ``forward(crops, maps)`` is
-    ``model.forward_stacked(cat([crops, maps]))`` (both already normalized, as
-    :func:`engine.xai.maps.detect_resnet_inputs` gives them). Two inputs, so a runtime
-    can pad each to a batch bucket."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, crops: Tensor, maps: Tensor) -> Tensor:
-        return self.model.forward_stacked(torch.cat([crops, maps]))
-
-
 def _verdict(
     p_fake: float, p_attacked: float, fake_threshold: float, attacked_threshold: float
 ) -> Verdict:
     if p_fake >= fake_threshold:
         return Verdict.FAKE
     return Verdict.ATTACKED if p_attacked >= attacked_threshold else Verdict.REAL
-
-
-def _p_fake(logits: Tensor | None, n: int) -> Tensor:
-    """p_fake on the CPU from the detector's logits (one device->host copy)."""
-    if logits is None:
-        return torch.zeros(n)
-    return logits.detach().float().softmax(dim=1)[:, FAKE].cpu()
-
-
-class _StageTimer:
-    """Wall time per stage in ms; synchronizes CUDA so GPU work is counted in its stage.
-
-    Each stage is also a ``torch.profiler`` range named ``veritas.<stage>``, so a profile
-    splits CPU and GPU time by stage (``benchmarks``, the profile workload).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.ms: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            with torch.profiler.record_function(f"veritas.{stage}"):
-                yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1000

@@ -49,8 +49,9 @@ import torch
 from engine.config import XAI_METHODS, Config, load_config
 from engine.errors import VeritasError
 from engine.frames import Frame, FrameBatch
-from engine.pipeline import FAKE, Pipeline
+from engine.pipeline import Pipeline
 from engine.sources import open_source
+from engine.stages.classify import FAKE
 from engine.xai import map_to_uint8, prepare_map
 from training.attacks import EPS_PAPER, attack_class, create_attack, list_attacks
 from training.data import (

@@ -50,7 +50,7 @@ import torch
 from engine.device import resolve_device
 from engine.errors import VeritasError
 from engine.models import create_model
-from engine.pipeline import FAKE
+from engine.stages.classify import FAKE
 from training.build_dataset import file_digest
 from training.data import Dataset, Row, atomic_write_text, batches, predict_attacked
 from training.defenses import apply_defense, list_defenses
