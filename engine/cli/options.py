@@ -53,15 +53,24 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
+def add_config_file_arguments(
+    p: argparse.ArgumentParser, example: str = "pipeline.ig_steps=32"
+) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE`` (every command that loads a
+    configuration)."""
     p.add_argument("--config", metavar="FILE", help="TOML config file (see README)")
     p.add_argument(
         "--set",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override a config value, e.g. --set pipeline.ig_steps=32 (repeatable)",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
     )
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--set`` and the shortcut flags of :data:`RUN_OPTIONS`."""
+    add_config_file_arguments(p)
     for flag, (key, typ, text) in RUN_OPTIONS.items():
         p.add_argument(flag, type=typ, metavar=typ.__name__.upper(), help=f"{text} [{key}]")
 

@@ -20,7 +20,12 @@ import sys
 import time
 from typing import Any
 
-from engine.cli.options import RUN_OPTIONS, add_config_arguments, config_from_args
+from engine.cli.options import (
+    RUN_OPTIONS,
+    add_config_arguments,
+    add_config_file_arguments,
+    config_from_args,
+)
 
 log = logging.getLogger("veritas")
 
@@ -42,14 +47,7 @@ def _add_redis_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_queue_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="TOML config file (see README)")
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override a config value, e.g. --set queue.max_attempts=5 (repeatable)",
-    )
+    add_config_file_arguments(p, example="queue.max_attempts=5")
 
 
 def _config(args: argparse.Namespace) -> Any:

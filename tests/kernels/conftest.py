@@ -57,6 +57,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             pytrace=False,
         )
     if result["outcome"] == "skipped":
+        # Not a skip of its own: the child skipped this test (its stated reason, e.g. no
+        # Triton build for this platform) and the parent reports that outcome as is.
         pytest.skip(result["text"])
     if result["outcome"] != "passed":
         pytest.fail(f"under TRITON_INTERPRET=1 (child process):\n{result['text']}", pytrace=False)
