@@ -1,7 +1,11 @@
 """``veritas convert-weights``: published checkpoints → the project's safetensors format.
 
 Formats (``--format``), each a renaming of the published state dict onto a registered
-architecture, checked tensor by tensor (names and shapes) before anything is written:
+architecture, checked tensor by tensor (names and shapes) before anything is written.
+Each renaming lives beside its model (``engine.models.xception.from_ffpp``,
+``engine.models.efficientnet.from_icpr``, ``engine.models.detect_resnet.from_resnet50``,
+``engine.faces.retinaface.map_published_state``); this module holds the table, the
+checkpoint reader and the checks:
 
 ``ffpp-xception``    FaceForensics++ ``full_c23.p``: a pickled whole ``TransferModel``
                      (keys ``model.*``; head ``model.last_linear`` as Linear or as
@@ -28,17 +32,18 @@ original code.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pickle
-import re
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UntrustedPickleError, WeightsError
+from engine.registry import Registry
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the format table is light
     from torch import nn
@@ -194,128 +199,29 @@ class WeightsFormat:
     description: str
     archs: tuple[str, ...]
     """Architectures this layout converts to; the first is the default."""
-    rename: Callable[[StateDict, nn.Module], StateDict]
-    """Published state dict (and the target module) → target state dict."""
+    converter: str
+    """``"module:function"``, beside the model: ``function(published_state, target_module)
+    -> target_state`` (imported when a file is converted; the table itself stays light)."""
     complete: bool = True
     """False: the published file holds only part of the target (e.g. a backbone)."""
 
+    def rename(self, state: StateDict, target: nn.Module) -> StateDict:
+        """The published ``state`` under ``target``'s names, by the converter."""
+        module, function = self.converter.split(":")
+        return getattr(importlib.import_module(module), function)(state, target)
 
-FORMATS: dict[str, WeightsFormat] = {}
+
+FORMATS: Registry[str, WeightsFormat] = Registry(
+    "weights format",
+    unknown=lambda fmt, known: WeightsError(
+        "--format", f"unknown format {fmt!r}", f"choose one of {', '.join(sorted(known))}"
+    ),
+)
+"""Format name (``--format``) -> its :class:`WeightsFormat`."""
 
 
 def register_format(fmt: WeightsFormat) -> WeightsFormat:
-    FORMATS[fmt.name] = fmt
-    return fmt
-
-
-def _strip(state: StateDict, *prefixes: str) -> StateDict:
-    out = {}
-    for k, v in state.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p) :]
-                break
-        out[k] = v
-    return out
-
-
-def _ffpp_xception(state: StateDict, target: nn.Module) -> StateDict:
-    state = _strip(state, "module.model.", "model.", "module.")
-    out = {}
-    for k, v in state.items():
-        k = re.sub(r"^last_linear\.1\.", "last_linear.", k)  # Sequential(Dropout, Linear)
-        k = re.sub(r"^fc\.", "last_linear.", k)  # timm legacy_xception
-        out["net." + k] = v
-    return out
-
-
-def _timm_efficientnet_name(
-    key: str, stage_of: list[tuple[int, int]], depthwise_only: set[int]
-) -> str:
-    """lukemelas ``efficientnet_pytorch`` name → timm EfficientNet name."""
-    top = {
-        "_conv_stem.": "conv_stem.",
-        "_bn0.": "bn1.",
-        "_conv_head.": "conv_head.",
-        "_bn1.": "bn2.",
-    }
-    for old, new in top.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)$", key)
-    if not m:
-        raise KeyError(key)
-    n, layer, rest = int(m.group(1)), m.group(2), m.group(3)
-    if n >= len(stage_of):
-        raise KeyError(key)
-    stage, idx = stage_of[n]
-    if n in depthwise_only:  # depthwise-separable block (no expansion)
-        names = {
-            "_depthwise_conv": "conv_dw",
-            "_bn1": "bn1",
-            "_se_reduce": "se.conv_reduce",
-            "_se_expand": "se.conv_expand",
-            "_project_conv": "conv_pw",
-            "_bn2": "bn2",
-        }
-    else:
-        names = {
-            "_expand_conv": "conv_pw",
-            "_bn0": "bn1",
-            "_depthwise_conv": "conv_dw",
-            "_bn1": "bn2",
-            "_se_reduce": "se.conv_reduce",
-            "_se_expand": "se.conv_expand",
-            "_project_conv": "conv_pwl",
-            "_bn2": "bn3",
-        }
-    if layer not in names:
-        raise KeyError(key)
-    return f"blocks.{stage}.{idx}.{names[layer]}.{rest}"
-
-
-def _icpr_effnetb4st(state: StateDict, target: nn.Module) -> StateDict:
-    state = _strip(state, "module.", "model.")
-    backbone = target.net.backbone
-    stage_of = [(s, i) for s, stage in enumerate(backbone.blocks) for i in range(len(stage))]
-    blocks = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"feat_ext\.efficientnet\._blocks\.(\d+)\.", k))
-    }
-    expanding = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"feat_ext\.efficientnet\._blocks\.(\d+)\._expand_conv", k))
-    }
-    out = {}
-    for k, v in state.items():
-        if k.startswith("feat_ext.efficientnet."):
-            name = k[len("feat_ext.efficientnet.") :]
-            try:
-                out[
-                    "net.backbone." + _timm_efficientnet_name(name, stage_of, blocks - expanding)
-                ] = v
-            except KeyError:
-                out[k] = v  # reported as unexpected by the checks
-        elif k.startswith("feat_ext.classifier."):
-            continue  # EfficientNetB4's own head: saved, but unused by the ST forward
-        elif k.startswith("classifier."):
-            out["net.head." + k[len("classifier.") :]] = v
-        else:
-            out[k] = v
-    return out
-
-
-def _resnet50_backbone(state: StateDict, target: nn.Module) -> StateDict:
-    state = _strip(state, "module.", "model.", "backbone.")
-    return {"backbone." + k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def _retinaface(state: StateDict, target: nn.Module) -> StateDict:
-    from engine.faces.retinaface import map_published_state
-
-    return map_published_state(state)
+    return FORMATS.add(fmt.name, fmt)
 
 
 register_format(
@@ -323,7 +229,7 @@ register_format(
         "ffpp-xception",
         "FaceForensics++ XceptionNet full_c23.p (pickled TransferModel)",
         ("xception", "xception_tiny"),
-        _ffpp_xception,
+        "engine.models.xception:from_ffpp",
     )
 )
 register_format(
@@ -331,7 +237,7 @@ register_format(
         "icpr-effnetb4st",
         "icpr2020dfdc EfficientNetB4ST state dict",
         ("efficientnet_b4st", "efficientnet_b4st_tiny"),
-        _icpr_effnetb4st,
+        "engine.models.efficientnet:from_icpr",
     )
 )
 register_format(
@@ -339,7 +245,7 @@ register_format(
         "resnet50",
         "torchvision/timm ResNet50 (the Detect-ResNet50 backbone; head untrained)",
         ("detect_resnet50", "detect_resnet50_tiny"),
-        _resnet50_backbone,
+        "engine.models.detect_resnet:from_resnet50",
         complete=False,
     )
 )
@@ -348,7 +254,7 @@ register_format(
         "retinaface-mnet",
         "Pytorch_Retinaface mobilenet0.25_Final.pth",
         ("retinaface",),
-        _retinaface,
+        "engine.faces.retinaface:map_published_state",
     )
 )
 
@@ -385,11 +291,7 @@ def convert_weights(
     Every tensor is checked (name and shape) before ``dst`` is written. Returns the
     written path and a one-line report.
     """
-    if fmt not in FORMATS:
-        raise WeightsError(
-            str(src), f"unknown format {fmt!r}", f"choose one of {', '.join(sorted(FORMATS))}"
-        )
-    spec = FORMATS[fmt]
+    spec = FORMATS.get(fmt)
     arch = arch or spec.archs[0]
     if arch not in spec.archs:
         raise WeightsError(

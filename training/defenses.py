@@ -16,7 +16,6 @@ Each takes and returns uint8 crops ``(N, 3, H, W)`` (RGB); borders are reflected
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from functools import partial
 
@@ -24,41 +23,42 @@ import cv2
 import numpy as np
 import torch
 
+from engine.registry import Registry
 from training.errors import BadOptionError
 
 Transform = Callable[[np.ndarray], np.ndarray]
 """uint8 RGB (H, W, 3) -> uint8 RGB (H, W, 3)."""
 
-_DEFENSES: dict[str, tuple[Transform, str]] = {}
+DEFENSES: Registry[str, tuple[Transform, str]] = Registry(
+    "defense",
+    unknown=lambda name, known: BadOptionError("--defenses", name, ", ".join(known)),
+)
+"""Defense name -> (transform, title for tables)."""
 
 
 def register_defense(name: str, title: str) -> Callable[[Transform], Transform]:
     def wrap(fn: Transform) -> Transform:
-        if name in _DEFENSES:
-            raise ValueError(f"defense {name!r} is registered twice")
-        _DEFENSES[name] = (fn, title)
+        DEFENSES.add(name, (fn, title))
         return fn
 
     return wrap
 
 
 def list_defenses(pattern: str = "*") -> list[str]:
-    return [n for n in _DEFENSES if fnmatch.fnmatch(n, pattern)]
+    return DEFENSES.keys(pattern)
 
 
 def defense_title(name: str) -> str:
-    return _DEFENSES[name][1]
+    return DEFENSES.get(name)[1]
 
 
 def apply_defense(name: str, crops: torch.Tensor) -> torch.Tensor:
     """Apply defense ``name`` to uint8 crops ``(N, 3, H, W)``."""
-    if name not in _DEFENSES:
-        raise BadOptionError("--defenses", name, ", ".join(list_defenses()))
+    fn = DEFENSES.get(name)[0]
     if crops.dtype != torch.uint8 or crops.dim() != 4 or crops.shape[1] != 3:
         raise ValueError(
             f"defenses take uint8 (N, 3, H, W) crops, got {crops.dtype} {tuple(crops.shape)}"
         )
-    fn = _DEFENSES[name][0]
     images = crops.permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack([fn(np.ascontiguousarray(im)) for im in images]) if len(images) else images
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

@@ -8,7 +8,6 @@ that frame's pixel coordinates, best first, at most ``max_faces`` of them.
 
 from __future__ import annotations
 
-import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import ConfigError, UnknownModelError
+from engine.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -79,27 +79,26 @@ class FaceDetector(ABC):
 
 
 Factory = Callable[..., FaceDetector]
-_REGISTRY: dict[str, tuple[Factory, FaceDetectorCfg]] = {}
+FACE_DETECTORS: Registry[str, tuple[Factory, FaceDetectorCfg]] = Registry(
+    "face detector", unknown=lambda name, known: UnknownModelError(name, "face detector", known)
+)
+"""Face detector name -> (factory, config)."""
 
 
 def register_face_detector(cfg: FaceDetectorCfg) -> Callable[[Factory], Factory]:
     def wrap(factory: Factory) -> Factory:
-        if cfg.name in _REGISTRY:
-            raise ValueError(f"face detector {cfg.name!r} is registered twice")
-        _REGISTRY[cfg.name] = (factory, cfg)
+        FACE_DETECTORS.add(cfg.name, (factory, cfg))
         return factory
 
     return wrap
 
 
 def list_face_detectors(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(FACE_DETECTORS.keys(pattern))
 
 
 def face_detector_cfg(name: str) -> FaceDetectorCfg:
-    if name not in _REGISTRY:
-        raise UnknownModelError(name, "face detector", list_face_detectors())
-    return _REGISTRY[name][1]
+    return FACE_DETECTORS.get(name)[1]
 
 
 def create_face_detector(
@@ -110,7 +109,7 @@ def create_face_detector(
     **kwargs: object,
 ) -> FaceDetector:
     cfg = face_detector_cfg(name)
-    factory, _ = _REGISTRY[name]
+    factory, _ = FACE_DETECTORS.get(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # an untrained network is the same in every run
         detector = factory(weights=weights, settings=settings, **kwargs)

@@ -400,8 +400,11 @@ def decode_landmarks(
 # --- the published checkpoint ----------------------------------------------------------------
 
 
-def map_published_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys of Pytorch_Retinaface's ``mobilenet0.25_Final.pth`` -> :class:`RetinaFaceNet`'s.
+def map_published_state(
+    state: dict[str, torch.Tensor], target: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
+    """Keys of Pytorch_Retinaface's ``mobilenet0.25_Final.pth`` -> :class:`RetinaFaceNet`'s
+    (``target``, the converter's second argument, is not needed: the names are fixed).
 
     Unwraps a ``'state_dict'`` entry and strips the ``module.`` prefix of a DataParallel
     save; the names are otherwise the same. Missing ``num_batches_tracked`` buffers (not

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from engine.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
+from engine.models.weights import strip_prefixes
 
 
 class DetectResNet50(nn.Module):
@@ -103,3 +104,13 @@ def detect_resnet50(**kwargs: object) -> DetectResNet50:
 def detect_resnet50_tiny(**kwargs: object) -> DetectResNet50:
     """Same structure and embedding size with one bottleneck per stage."""
     return DetectResNet50(ResNet(Bottleneck, [1, 1, 1, 1]), **kwargs)  # type: ignore[arg-type]
+
+
+# --- the published checkpoint (veritas convert-weights --format resnet50) --------------
+
+
+def from_resnet50(state: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """torchvision / timm ``resnet50`` names -> this module's backbone (``fc`` dropped:
+    the head stays untrained)."""
+    state = strip_prefixes(state, "module.", "model.", "backbone.")
+    return {"backbone." + k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from engine.errors import UnknownModelError
+from engine.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,15 @@ class ModelCfg:
 
 
 Factory = Callable[..., nn.Module]
-_REGISTRY: dict[str, tuple[Factory, ModelCfg]] = {}
+MODELS: Registry[str, tuple[Factory, ModelCfg]] = Registry("model")
+"""Model name -> (factory, config)."""
 
 
 def register_model(cfg: ModelCfg) -> Callable[[Factory], Factory]:
     """Register ``factory(**kwargs) -> nn.Module`` under ``cfg.name``."""
 
     def wrap(factory: Factory) -> Factory:
-        if cfg.name in _REGISTRY:
-            raise ValueError(f"model {cfg.name!r} is registered twice")
-        _REGISTRY[cfg.name] = (factory, cfg)
+        MODELS.add(cfg.name, (factory, cfg))
         return factory
 
     return wrap
@@ -79,15 +79,16 @@ def list_models(pattern: str = "*", kind: ModelKind | None = None) -> list[str]:
     """Names of registered models matching a shell-style ``pattern`` (and ``kind``)."""
     return sorted(
         name
-        for name, (_, cfg) in _REGISTRY.items()
+        for name, (_, cfg) in MODELS.items()
         if fnmatch.fnmatch(name, pattern) and (kind is None or cfg.kind == kind)
     )
 
 
 def model_cfg(name: str, kind: ModelKind | None = None) -> ModelCfg:
-    if name not in _REGISTRY or (kind is not None and _REGISTRY[name][1].kind != kind):
+    entry = MODELS.find(name)
+    if entry is None or (kind is not None and entry[1].kind != kind):
         raise UnknownModelError(name, kind or "model", list_models(kind=kind))
-    return _REGISTRY[name][1]
+    return entry[1]
 
 
 def create_model(
@@ -105,7 +106,7 @@ def create_model(
     untrained model is the same in every run and every process.
     """
     cfg = model_cfg(name, kind)
-    factory, _ = _REGISTRY[name]
+    factory, _ = MODELS.get(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory(**kwargs)

@@ -134,3 +134,15 @@ def load_weights(model: nn.Module, path: str | Path, arch: str | None = None) ->
             len(own),
         )
     return model
+
+
+def strip_prefixes(state: dict[str, torch.Tensor], *prefixes: str) -> dict[str, torch.Tensor]:
+    """``state`` with the first of ``prefixes`` that each key starts with removed."""
+    out = {}
+    for k, v in state.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p) :]
+                break
+        out[k] = v
+    return out

@@ -17,6 +17,7 @@ A channel and depth scale-down (``xception_tiny``) keeps the structure for tests
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from engine.models.classifier import NormalizedClassifier
 from engine.models.registry import ModelCfg, register_model
+from engine.models.weights import strip_prefixes
 
 # Channels of: stem conv1, stem conv2, entry blocks 1-3, exit block, conv3, conv4.
 FULL_CHANNELS = (32, 64, 128, 256, 728, 1024, 1536, 2048)
@@ -164,3 +166,18 @@ def xception(**kwargs: object) -> NormalizedClassifier:
 def xception_tiny(**kwargs: object) -> NormalizedClassifier:
     net = Xception(channels=TINY_CHANNELS, middle_blocks=1, **kwargs)  # type: ignore[arg-type]
     return NormalizedClassifier(net, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+# --- the published checkpoint (veritas convert-weights --format ffpp-xception) ---------
+
+
+def from_ffpp(state: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """FaceForensics++ ``full_c23.p`` (``model.*``; head Linear or Sequential(Dropout,
+    Linear)) or timm ``legacy_xception`` names (head ``fc``) -> this module's names."""
+    state = strip_prefixes(state, "module.model.", "model.", "module.")
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"^last_linear\.1\.", "last_linear.", k)  # Sequential(Dropout, Linear)
+        k = re.sub(r"^fc\.", "last_linear.", k)  # timm legacy_xception
+        out["net." + k] = v
+    return out

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.config import RuntimeConfig
+from engine.registry import Registry
 from engine.runtime.errors import RuntimeUnavailableError, UnknownRuntimeError
 
 log = logging.getLogger(__name__)
@@ -193,25 +194,23 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 # --- registry --------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[Runtime]] = {}
+RUNTIMES: Registry[str, type[Runtime]] = Registry("runtime", unknown=UnknownRuntimeError)
+"""Backend name -> its :class:`Runtime` class."""
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
     """Class decorator: register a :class:`Runtime` under its ``name``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"runtime {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return RUNTIMES.add(cls.name, cls)
 
 
 def list_runtimes() -> list[str]:
     """Registered backend names, in registration order."""
-    return list(_REGISTRY)
+    return RUNTIMES.keys()
 
 
 def runtime_availability() -> dict[str, str | None]:
     """Backend name -> None when usable here, else the reason it is not."""
-    return {name: cls.availability() for name, cls in _REGISTRY.items()}
+    return {name: cls.availability() for name, cls in RUNTIMES.items()}
 
 
 def create_runtime(settings: RuntimeConfig, device: torch.device | str) -> Runtime:
@@ -221,9 +220,7 @@ def create_runtime(settings: RuntimeConfig, device: torch.device | str) -> Runti
         UnknownRuntimeError: no backend of that name is registered.
         RuntimeUnavailableError: the backend cannot run here (a missing package, no GPU).
     """
-    cls = _REGISTRY.get(settings.backend)
-    if cls is None:
-        raise UnknownRuntimeError(settings.backend, list_runtimes())
+    cls = RUNTIMES.get(settings.backend)
     reason = cls.availability()
     if reason is not None:
         raise RuntimeUnavailableError(settings.backend, reason)

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from engine.errors import InputNotFoundError, UnsupportedSourceError
+from engine.registry import Registry
 from engine.sources.base import Source
 from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
@@ -31,32 +32,25 @@ from engine.sources.settings import SourceSettings
 Opener = Callable[[str, SourceSettings], Source]
 """``opener(spec, settings) -> Source`` for one URL scheme; ``spec`` is the whole URL."""
 
-_OPENERS: dict[str, Opener] = {}
+SCHEMES: Registry[str, Opener] = Registry("source scheme", normalize=str.lower)
+"""URL scheme (lower case) -> its opener."""
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
 def register_scheme(*schemes: str) -> Callable[[Opener], Opener]:
     """Register ``opener`` for URLs ``scheme://...`` (schemes are case-insensitive)."""
 
-    def wrap(opener: Opener) -> Opener:
-        for scheme in schemes:
-            key = scheme.lower()
-            if key in _OPENERS:
-                raise ValueError(f"source scheme {key!r} is registered twice")
-            _OPENERS[key] = opener
-        return opener
-
-    return wrap
+    return SCHEMES.register(*schemes)
 
 
 def unregister_scheme(scheme: str) -> None:
     """Remove the opener of ``scheme`` (for tests and plugins that unload)."""
-    _OPENERS.pop(scheme.lower(), None)
+    SCHEMES.remove(scheme)
 
 
 def list_schemes() -> list[str]:
     """The URL schemes :func:`open_source` accepts, sorted."""
-    return sorted(_OPENERS)
+    return sorted(SCHEMES)
 
 
 def url_scheme(spec: str) -> str | None:
@@ -70,7 +64,7 @@ def open_source(spec: str, settings: SourceSettings | None = None) -> Source:
     settings = settings or SourceSettings()
     scheme = url_scheme(spec)
     if scheme is not None:
-        opener = _OPENERS.get(scheme)
+        opener = SCHEMES.find(scheme)
         if opener is None:
             raise UnsupportedSourceError(spec, scheme, list_schemes())
         return opener(spec, settings)

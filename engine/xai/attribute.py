@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engine.registry import Registry
 from engine.xai.errors import (
     InvalidTargetError,
     InvalidXAIOptionError,
@@ -82,17 +83,11 @@ IG_METHODS = (
 """Integrated gradients: the quadrature rules, as named by Captum."""
 
 _Method = Callable[..., Tensor]
-_REGISTRY: dict[str, _Method] = {}
-
-
-def _method(name: str) -> Callable[[_Method], _Method]:
-    """Register an attribution method under ``name``."""
-
-    def register(fn: _Method) -> _Method:
-        _REGISTRY[name] = fn
-        return fn
-
-    return register
+_METHODS: Registry[str, _Method] = Registry(
+    "XAI method", unknown=lambda method, known: UnknownXAIMethodError(method, tuple(known))
+)
+"""Method name -> ``fn(model, inputs, target, **options)``, in the paper's order."""
+_method = _METHODS.register
 
 
 # --- the verb --------------------------------------------------------------------------
@@ -133,9 +128,7 @@ def attribute(
         InvalidXAIOptionError: an option value is invalid.
         TypeError: an option that ``method`` does not take.
     """
-    fn = _REGISTRY.get(method) if isinstance(method, str) else None
-    if fn is None:
-        raise UnknownXAIMethodError(method, METHODS)
+    fn = _METHODS.get(method)
     check_image_batch("inputs", inputs)
     if getattr(model, "training", False):
         _warn_training_once(model)
@@ -208,7 +201,7 @@ def _guided_backprop(
     return _logit_gradient(guided_model(model, relu_only=relu_only), inputs, target)
 
 
-METHODS: tuple[str, ...] = tuple(_REGISTRY)
+METHODS: tuple[str, ...] = tuple(_METHODS)
 """Names of the attribution methods, in the paper's order."""
 
 

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from engine.registry import Registry
 from engine.xai import (
     DEFAULT_IG_METHOD,
     DEFAULT_N_STEPS,
@@ -68,6 +69,7 @@ from engine.xai import (
 )
 from engine.xai.attribute import target_vector
 from engine.xai.rules import from_gradient
+from engine.xai.twin import build_twin, unwrap
 from kernels.xai_map import map_levels, map_scale, map_values
 
 __all__ = ["attribute_differentiable", "prepare_map_differentiable"]
@@ -102,9 +104,7 @@ def attribute_differentiable(
     Returns:
         Attributions shaped like ``inputs``, with a graph (``create_graph=True``).
     """
-    fn = _METHODS.get(method) if isinstance(method, str) else None
-    if fn is None:
-        raise UnknownXAIMethodError(method, METHODS)
+    fn = _METHODS.get(method)
     if not (isinstance(inputs, Tensor) and inputs.dim() == 4 and inputs.is_floating_point()):
         raise NotAnImageBatchError("inputs", inputs)
     if smooth_beta is not None and not smooth_beta > 0:
@@ -156,8 +156,13 @@ def prepare_map_differentiable(
 # --- the methods -----------------------------------------------------------------------------
 
 _Method = Callable[..., Tensor]
+_METHODS: Registry[str, _Method] = Registry(
+    "differentiable XAI method",
+    unknown=lambda method, known: UnknownXAIMethodError(method, tuple(known)),
+)
 
 
+@_METHODS.register("saliency")
 def _saliency(
     model: nn.Module, x: Tensor, target: Tensor, beta: float | None, *, abs: bool = True
 ) -> Tensor:
@@ -165,11 +170,13 @@ def _saliency(
     return from_gradient("saliency", x, grad, abs=abs)
 
 
+@_METHODS.register("input_x_gradient")
 def _input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, beta: float | None) -> Tensor:
     grad = _logit_gradient(_twin(model, guided=False, beta=beta), x, target)
     return from_gradient("input_x_gradient", x, grad)
 
 
+@_METHODS.register("integrated_gradients")
 def _integrated_gradients(
     model: nn.Module,
     x: Tensor,
@@ -199,6 +206,7 @@ def _integrated_gradients(
     return total * diff
 
 
+@_METHODS.register("guided_backprop")
 def _guided_backprop(
     model: nn.Module,
     x: Tensor,
@@ -209,14 +217,6 @@ def _guided_backprop(
 ) -> Tensor:
     twin = _twin(model, guided=True, beta=beta, relu_only=relu_only)
     return from_gradient("guided_backprop", x, _logit_gradient(twin, x, target))
-
-
-_METHODS: dict[str, _Method] = {
-    "saliency": _saliency,
-    "input_x_gradient": _input_x_gradient,
-    "integrated_gradients": _integrated_gradients,
-    "guided_backprop": _guided_backprop,
-}
 
 
 # --- activations with a rule for the explanation's backward pass -----------------------------
@@ -301,27 +301,11 @@ def _twin(
         kinds = (nn.ReLU,)
     else:
         return model
-    inner = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
-    model = inner if isinstance(inner, nn.Module) else model
-    memo: dict[int, nn.Module] = {}
 
-    def copy_of(module: nn.Module) -> nn.Module:
-        if id(module) in memo:
-            return memo[id(module)]
-        if isinstance(module, kinds):
-            twin: nn.Module = RuleActivation(module, guided, beta)
-        else:
-            children = {k: None if c is None else copy_of(c) for k, c in module._modules.items()}
-            if all(children[k] is c for k, c in module._modules.items()):
-                twin = module
-            else:
-                twin = object.__new__(type(module))
-                twin.__dict__.update(module.__dict__)
-                twin.__dict__["_modules"] = children
-        memo[id(module)] = twin
-        return twin
+    def rule_for(module: nn.Module) -> nn.Module | None:
+        return RuleActivation(module, guided, beta) if isinstance(module, kinds) else None
 
-    return copy_of(model)
+    return build_twin(unwrap(model), rule_for).module
 
 
 # --- helpers ---------------------------------------------------------------------------------

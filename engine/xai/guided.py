@@ -56,9 +56,7 @@ import logging
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -66,7 +64,8 @@ from timm.layers import activations as timm_act
 from timm.layers import activations_me as timm_act_me
 from torch import Tensor, nn
 
-from engine.xai.errors import UnguidableModelError
+from engine.registry import Registry
+from engine.xai.twin import build_twin, sync, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +126,12 @@ class GuidedActivation(nn.Module, ABC):
 
 _aten = torch.ops.aten
 
-_REGISTRY: dict[type[nn.Module], type[GuidedActivation]] = {}
+GUIDED_ACTIVATIONS: Registry[type[nn.Module], type[GuidedActivation]] = Registry(
+    "guided activation"
+)
+"""Activation module type -> its guided replacement (matched along the type's MRO)."""
 
-
-def _guides(*kinds: type[nn.Module]) -> Callable[[type[GuidedActivation]], type[GuidedActivation]]:
-    """Class decorator: register a :class:`GuidedActivation` for activation types."""
-
-    def register(cls: type[GuidedActivation]) -> type[GuidedActivation]:
-        for kind in kinds:
-            _REGISTRY[kind] = cls
-        return cls
-
-    return register
+_guides = GUIDED_ACTIVATIONS.register
 
 
 @_guides(nn.ReLU)
@@ -205,21 +198,15 @@ class GuidedHardswish(GuidedActivation):
         return _aten.hardswish_backward(grad_out, x)
 
 
-GUIDED_ACTIVATIONS: Mapping[type[nn.Module], type[GuidedActivation]] = MappingProxyType(_REGISTRY)
-"""Activation module type -> its guided replacement (matched along the type's MRO)."""
-
-_RELU_ONLY: Mapping[type[nn.Module], type[GuidedActivation]] = MappingProxyType(
-    {nn.ReLU: GuidedReLU}
-)
-
-
-def _guide_for(
-    module: nn.Module, rules: Mapping[type[nn.Module], type[GuidedActivation]]
-) -> type[GuidedActivation] | None:
-    """The guided class for ``module``: its most specific registered base class."""
+def _guide_for(module: nn.Module, relu_only: bool) -> type[GuidedActivation] | None:
+    """The guided class for ``module``: that of its most specific registered base class
+    (``relu_only``: only ``nn.ReLU`` and its subclasses are guided)."""
+    if relu_only:
+        return GuidedReLU if isinstance(module, nn.ReLU) else None
     for kind in type(module).__mro__:
-        if kind in rules:
-            return rules[kind]
+        guide = GUIDED_ACTIVATIONS.find(kind)
+        if guide is not None:
+            return guide
     return None
 
 
@@ -254,7 +241,7 @@ def guided_model(model: nn.Module, *, relu_only: bool = False) -> nn.Module:
         A module computing the same forward as ``model`` (bit-identical outputs), sharing
         its parameters and buffers, whose gradients follow the guided rule.
     """
-    model, relu_only = _unwrap(model), bool(relu_only)
+    model, relu_only = unwrap(model), bool(relu_only)
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
         twin = per_model.get(relu_only)
@@ -263,9 +250,9 @@ def guided_model(model: nn.Module, *, relu_only: bool = False) -> nn.Module:
                 log.info("guided twin of %s: module tree changed, rebuilding", type(model).__name__)
             twin = per_model[relu_only] = _build_twin(model, relu_only)
         else:
-            _sync(model, twin.module)
+            sync(model, twin.module)
             for original, copy in twin.copies:
-                _sync(original, copy)
+                sync(original, copy)
             for guide in twin.guides:
                 guide.training = guide.act.training
         return twin.module
@@ -275,54 +262,26 @@ def guided_activation_count(model: nn.Module, *, relu_only: bool = False) -> int
     """How many activation modules the guided twin of ``model`` replaces."""
     guided_model(model, relu_only=relu_only)
     with _LOCK:
-        return len(_CACHE[_unwrap(model)][bool(relu_only)].guides)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    if isinstance(model, torch.jit.ScriptModule):
-        raise UnguidableModelError(model, "TorchScript modules cannot be copied structurally")
-    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-    return inner if isinstance(inner, nn.Module) else model
+        return len(_CACHE[unwrap(model)][bool(relu_only)].guides)
 
 
 def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
-    rules = _RELU_ONLY if relu_only else GUIDED_ACTIVATIONS
-    memo: dict[int, nn.Module] = {}
-    copies: list[tuple[nn.Module, nn.Module]] = []
-    guides: list[GuidedActivation] = []
-
-    def twin_of(module: nn.Module) -> nn.Module:
-        """The twin of ``module``: a guided activation, a copy, or ``module`` itself."""
-        if id(module) in memo:  # a module used in several places keeps one twin
-            return memo[id(module)]
-        guide = _guide_for(module, rules)
-        if guide is not None:
-            memo[id(module)] = twin = guide(module)
-            twin.training = module.training
-            guides.append(twin)
-            return twin
-        children = {
-            name: None if child is None else twin_of(child)
-            for name, child in module._modules.items()
-        }
-        if all(children[name] is child for name, child in module._modules.items()):
-            twin = module  # nothing guided below: share the module itself
-        else:
-            twin = _shallow_copy(module, children)
-            copies.append((module, twin))
-        memo[id(module)] = twin
+    def guided(module: nn.Module) -> nn.Module | None:
+        guide = _guide_for(module, relu_only)
+        if guide is None:
+            return None
+        twin = guide(module)
+        twin.training = module.training
         return twin
 
-    children = {
-        name: None if child is None else twin_of(child) for name, child in model._modules.items()
-    }
-    root = _shallow_copy(model, children)  # always a copy: the cache must not hold model
+    built = build_twin(model, guided, copy_root=True)  # the cache must not hold model
+    root, copies, guides = built.module, built.copies, built.replaced
     structure = _structure(model)
     unguided = sorted(
         {
             type(m).__name__
             for _, m in structure
-            if _guide_for(m, GUIDED_ACTIVATIONS) and not _guide_for(m, rules)
+            if _guide_for(m, False) and not _guide_for(m, relu_only)
         }
     )
     name = type(model).__name__
@@ -353,29 +312,6 @@ def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
         len(copies) + 1,
     )
     return _Twin(root, copies, structure, guides)
-
-
-def _shallow_copy(module: nn.Module, children: dict[str, nn.Module | None]) -> nn.Module:
-    """A new module of the same class sharing every attribute but ``_modules``.
-
-    ``_parameters`` and ``_buffers`` are the original's dict objects, so tensors
-    replaced there later (``.to(device)``) are seen by the copy too.
-    """
-    copy = object.__new__(type(module))
-    copy.__dict__.update(module.__dict__)
-    copy.__dict__["_modules"] = dict(children)
-    return copy
-
-
-def _sync(original: nn.Module, copy: nn.Module) -> None:
-    """Make ``copy``'s attributes (except ``_modules``) the original's current ones."""
-    src, dst = original.__dict__, copy.__dict__
-    if src.keys() != dst.keys():
-        for key in dst.keys() - src.keys():
-            del dst[key]
-    for key, value in src.items():
-        if key != "_modules" and dst.get(key) is not value:
-            dst[key] = value
 
 
 def _structure(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -262,3 +262,16 @@ def test_cli_convert_reports_and_refuses_untrusted_pickle(tmp_path, capsys):
         == 0
     )
     assert "tensors for detect_resnet50" in capsys.readouterr().out
+
+
+def test_every_format_names_a_converter_that_exists_beside_its_model():
+    """The format table holds ``module:function`` strings (so the CLI parser stays free
+    of torch); a renamed or moved converter must fail here, not at a user's conversion."""
+    import importlib
+
+    from engine.convert import FORMATS
+
+    for name, fmt in FORMATS.items():
+        module, function = fmt.converter.split(":")
+        assert module.startswith(("engine.models.", "engine.faces.")), name
+        assert callable(getattr(importlib.import_module(module), function)), name

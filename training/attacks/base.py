@@ -13,7 +13,6 @@ the losses. A subclass overrides :meth:`Attack.perturb` only.
 
 from __future__ import annotations
 
-import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import VeritasError
+from engine.registry import Registry
 
 EPS_PAPER = 16 / 255
 """The paper's L∞ budget for every attack."""
@@ -171,24 +171,22 @@ def margin_loss(
 
 # --- registry -----------------------------------------------------------------------------------
 
-_ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS: Registry[str, type[Attack]] = Registry(
+    "attack", unknown=lambda name, known: UnknownAttackError(name)
+)
+"""Attack name -> its class."""
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
-    if cls.name in _ATTACKS:
-        raise ValueError(f"attack {cls.name!r} is registered twice")
-    _ATTACKS[cls.name] = cls
-    return cls
+    return ATTACKS.add(cls.name, cls)
 
 
 def list_attacks(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _ATTACKS if fnmatch.fnmatch(n, pattern))
+    return sorted(ATTACKS.keys(pattern))
 
 
 def attack_class(name: str) -> type[Attack]:
-    if name not in _ATTACKS:
-        raise UnknownAttackError(name)
-    return _ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def create_attack(name: str, model: nn.Module, **kwargs: object) -> Attack:
