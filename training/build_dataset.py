@@ -728,14 +728,11 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 
 
 def setup_logging(prog: str, quiet: bool = False) -> None:
-    """Log the ``training`` modules to stderr (INFO, or WARNING with ``quiet``), once."""
-    logger = logging.getLogger("training")
-    if not any(getattr(h, "training_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.training_cli = True  # type: ignore[attr-defined]
-        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    """Log the ``training`` modules to stderr (INFO, or WARNING with ``quiet``): the one
+    log set-up of every command (:func:`engine.logs.setup_logging`)."""
+    from engine.logs import setup_logging as setup
+
+    setup("plain", logging.WARNING if quiet else logging.INFO, prog=prog, logger="training")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,11 +24,11 @@ from engine.cli.options import (
     RUN_OPTIONS,
     add_config_arguments,
     config_from_args,
-    setup_logging,
 )
 from engine.cli.run import add_run_parser
 from engine.cli.tools import add_convert_parser, add_sample_parser, list_models
 from engine.errors import VeritasError
+from engine.logs import setup_logging, verbosity
 from engine.queue.cli import add_parsers as add_queue_parsers
 
 __all__ = [
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging("plain", verbosity(args.verbose))
     if args.list_models:
         print(list_models())
         return EXIT_OK

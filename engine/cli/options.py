@@ -1,4 +1,4 @@
-"""What every command shares: the exit codes, the log set-up, and the flags that set
+"""What every command shares: the exit codes and the flags that set
 configuration keys (one table, used by ``veritas run``, the workers and ``serve``).
 
 Nothing heavy is imported here (the queue commands answer without torch).
@@ -8,23 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"veritas: {record.levelname.lower()}: {record.getMessage()}"
-
-
-def setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
 
 
 # Shortcut flags: flag -> (config key, type).

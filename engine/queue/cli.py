@@ -85,7 +85,7 @@ def _queue_command(run: Any) -> Any:
 
         from engine.queue.connection import redis_url
         from engine.queue.errors import QueueError, QueueFullError, RedisUnavailableError
-        from engine.sources.live import redact, redact_url
+        from engine.redaction import redact, redact_url
 
         try:
             return run(args)
@@ -106,10 +106,10 @@ def _queue_command(run: Any) -> Any:
 
 
 def _setup_logs(args: argparse.Namespace) -> None:
-    from engine.queue.logs import configure_logging
+    from engine.logs import setup_logging
 
     verbose = getattr(args, "verbose", 0)
-    configure_logging(args.log_format, logging.DEBUG if verbose > 1 else logging.INFO)
+    setup_logging(args.log_format, logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 # --- veritas submit -----------------------------------------------------------------------

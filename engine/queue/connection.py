@@ -21,7 +21,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from engine.errors import ConfigError
-from engine.sources.live import redact_url
+from engine.redaction import redact_url
 
 REDIS_URL_ENV = "VERITAS_REDIS_URL"
 """Environment variable read when no ``--redis`` URL is given."""

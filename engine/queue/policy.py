@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 from engine.config import QueueConfig
 from engine.queue.errors import JobRefusedError
 from engine.queue.job import JobSpec
+from engine.redaction import redact_url
 from engine.sources import list_schemes, url_scheme
-from engine.sources.live import redact_url
 
 
 class SourcePolicy:

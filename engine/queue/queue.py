@@ -34,7 +34,7 @@ from engine.queue.job import Job, JobSpec, JobStatus, Mode, new_job_id
 from engine.queue.keys import GROUP, Keys
 from engine.queue.results import last_frame, read_results
 from engine.queue.schema import SCHEMA_VERSION, decode_payload, encode_payload
-from engine.sources.live import redact, redact_url
+from engine.redaction import redact, redact_url
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.queue.job import JobSpec, Mode
+from engine.redaction import redact_url
 from engine.sources import Source
-from engine.sources.live import redact_url
 
 
 @dataclass

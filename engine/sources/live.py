@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Generator
@@ -47,6 +46,7 @@ import numpy as np
 from av.video.frame import VideoFrame
 
 from engine.errors import NotAVideoError, SourceError
+from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
@@ -69,42 +69,6 @@ SCHEME_OPTIONS: dict[str, dict[str, str]] = {
 }
 """Per-scheme FFmpeg options: RTSP interleaved over TCP (no UDP loss, passes NAT);
 UDP with an 8 MB socket buffer that survives a burst without aborting."""
-
-_SENSITIVE_QUERY = re.compile(
-    r"(?i)([?&;](?:password|passwd|pass|pwd|passphrase|secret|token|key|auth|"
-    r"access_token|sig|signature|streamid)=)[^&;#\s'\"]*"
-)
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its credentials masked: user info, secret query values, RTMP keys.
-
-    >>> redact_url("rtsp://admin:hunter2@10.0.0.5/stream?token=abc")
-    'rtsp://admin:***@10.0.0.5/stream?token=***'
-    """
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$", url, re.S)
-    if not match:
-        return _SENSITIVE_QUERY.sub(r"\1***", url)
-    scheme, authority, rest = match.groups()
-    if "@" in authority:
-        userinfo, host = authority.rsplit("@", 1)
-        user, sep, _ = userinfo.partition(":")
-        authority = f"{user}:***@{host}" if sep else f"***@{host}"
-    if scheme.lower() in ("rtmp", "rtmps"):
-        # rtmp://host/app/STREAM-KEY: the stream name is the publishing secret.
-        path, query = re.match(r"^([^?#]*)(.*)$", rest, re.S).groups()  # type: ignore[union-attr]
-        parts = path.split("/")
-        if len(parts) > 2 and any(parts[2:]):
-            path = "/".join([*parts[:2], "***"])
-        rest = path + query
-    rest = _SENSITIVE_QUERY.sub(r"\1***", rest)
-    return f"{scheme}://{authority}{rest}"
-
-
-def redact(text: str) -> str:
-    """``text`` with every URL in it passed through :func:`redact_url`."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 class FeedUnavailableError(SourceError):

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from engine.queue.logs import JsonFormatter, KeyValueFormatter
+from engine.logs import JsonFormatter, KeyValueFormatter
 
 
 def make_record(msg: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:
@@ -48,3 +48,36 @@ def test_no_formatter_lets_a_password_through():
         )  # fmt: skip
         assert "s3cret" not in text
         assert "***" in text and "ConnectionError" in text
+
+
+def test_plain_lines_name_the_program_and_mask_passwords():
+    from engine.logs import PlainFormatter
+
+    line = PlainFormatter("finetune").format(
+        make_record("reading %s", "rtsp://cam:hunter2@10.0.0.5/live")
+    )
+    assert line == "finetune: info: reading rtsp://cam:***@10.0.0.5/live"
+
+
+def test_setup_logging_twice_installs_one_handler_and_a_named_logger_stays_apart(capsys):
+    from engine.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    named = logging.getLogger("training")
+    named_saved = named.handlers[:], named.level, named.propagate
+    try:
+        setup_logging("plain", logging.INFO, prog="veritas")
+        setup_logging("plain", logging.INFO, prog="veritas")
+        setup_logging("plain", logging.INFO, prog="build_dataset", logger="training")
+        setup_logging("plain", logging.INFO, prog="build_dataset", logger="training")
+        logging.getLogger("engine.x").info("engine line")
+        logging.getLogger("training.finetune").info("training line")
+        err = capsys.readouterr().err.splitlines()
+        assert err == ["veritas: info: engine line", "build_dataset: info: training line"]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        named.handlers[:] = named_saved[0]
+        named.setLevel(named_saved[1])
+        named.propagate = named_saved[2]
