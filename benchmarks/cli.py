@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from engine.cli.options import dest, flag
+
 EXIT_OK = 0
 
 
@@ -26,20 +28,26 @@ def _csv(kind: type) -> object:
     return parse
 
 
+def _engine(name: str, field: str) -> tuple[str, object, str]:
+    """A flag of the engine's table (engine.cli.options), setting bench's ``field``."""
+    key, kind, text = flag(name)
+    return field, kind, f"{text} [{key}]"
+
+
 # flag -> (BenchSettings field, type, help)
 OPTIONS: dict[str, tuple[str, object, str]] = {
     "--workloads": ("workloads", _csv(str), "stages,e2e,baseline,realtime,profile,kernels"),
-    "--device": ("device", str, "cpu, cuda, cuda:N (default: the size's)"),
-    "--detector": ("detector", str, "deepfake detector (xception, efficientnet_b4st, *_tiny)"),
-    "--adversarial": ("adversarial", str, "detect_resnet50 or detect_resnet50_tiny"),
-    "--face-detector": ("face_detector", str, "haar or retinaface"),
+    "--device": _engine("--device", "device"),
+    "--detector": _engine("--detector", "detector"),
+    "--adversarial": _engine("--adversarial", "adversarial"),
+    "--face-detector": _engine("--face-detector", "face_detector"),
     "--xai": ("xai", _csv(str), "XAI methods, e.g. guided_backprop,integrated_gradients"),
-    "--runtime": ("runtime", str, "eager, compile, onnx or tensorrt"),
-    "--precision": ("precision", str, "fp32, bf16 or fp16"),
+    "--runtime": _engine("--runtime", "runtime"),
+    "--precision": _engine("--precision", "precision"),
     "--streams": ("streams", int, "end to end: streams read at once"),
     "--frames": ("frames", int, "end to end: frames per stream"),
     "--ig-frames": ("ig_frames", int, "end to end with Integrated Gradients: frames per stream"),
-    "--batch-size": ("batch_size", int, "frames per batch"),
+    "--batch-size": _engine("--batch-size", "batch_size"),
     "--stage-batches": ("stage_batches", _csv(int), "(a): batch sizes, e.g. 1,8,32"),
     "--ig-stage-batches": ("ig_stage_batches", _csv(int), "(a): batch sizes for IG"),
     "--baseline-frames": ("baseline_frames", int, "(d): frames the baseline analyses"),
@@ -48,10 +56,10 @@ OPTIONS: dict[str, tuple[str, object, str]] = {
     "--latency-budget": ("latency_budget_s", float, "(c): p99 frame latency budget (s)"),
     "--max-streams": ("max_streams", int, "(c): the stream search stops here"),
     "--trial-seconds": ("trial_seconds", float, "(c): length of one trial (s)"),
-    "--ig-steps": ("ig_steps", int, "Integrated Gradients steps"),
+    "--ig-steps": _engine("--ig-steps", "ig_steps"),
     "--ig-internal-batch-size": ("ig_internal_batch_size", int, "IG rows per pass; 0 = all"),
     "--input": ("input", str, "file (encoded H.264, decoded) or memory (decoded frames)"),
-    "--decoder": ("decoder", str, "auto, pyav or dali (input file)"),
+    "--decoder": _engine("--decoder", "decoder"),
     "--stage-seconds": ("stage_seconds", float, "(a): seconds each measurement repeats"),
     "--threads": ("threads", int, "PyTorch CPU threads; 0 = one per core"),
 }
@@ -80,8 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="engine config override, e.g. --set runtime.channels_last=true (repeatable)",
     )
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC convolutions")
-    for flag, (field, kind, text) in OPTIONS.items():
-        p.add_argument(flag, type=kind, metavar=field.upper(), help=text)  # type: ignore[arg-type]
+    for name, (field, kind, text) in OPTIONS.items():
+        p.add_argument(name, type=kind, metavar=field.upper(), help=text)  # type: ignore[arg-type]
     p.set_defaults(func=cmd_bench)
 
 
@@ -89,10 +97,7 @@ def settings_from_args(args: argparse.Namespace):  # -> BenchSettings (imports t
     from benchmarks.settings import default_size, preset
 
     settings = preset(default_size(args.quick), args.device)
-    changes = {
-        field: getattr(args, flag.lstrip("-").replace("-", "_"))
-        for flag, (field, _, _) in OPTIONS.items()
-    }
+    changes = {field: getattr(args, dest(name)) for name, (field, _, _) in OPTIONS.items()}
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.channels_last is not None:
         changes["channels_last"] = args.channels_last

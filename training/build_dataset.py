@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 
-from engine.config import XAI_METHODS, Config, load_config
+from engine.cli.options import add_config_arguments, config_from_args
+from engine.config import XAI_METHODS, Config
 from engine.errors import VeritasError
 from engine.frames import Frame, FrameBatch
 from engine.pipeline import Pipeline
@@ -635,6 +636,18 @@ def check_attack_names(names: Sequence[str], option: str) -> None:
             raise BadOptionError(option, n, f"registered attacks: {', '.join(known)}")
 
 
+MODEL_FLAGS = (
+    "--detector",
+    "--detector-weights",
+    "--face-detector",
+    "--face-detector-weights",
+    "--adversarial",
+    "--device",
+)
+"""The engine's shortcut flags (``engine.cli.options``) the builder takes, beside
+``--config``/``--set``, ``--fps`` and ``--every``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.build_dataset",
@@ -654,17 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-frames", type=int, default=0, help="frames per video after sampling (0: all)"
     )
-    g.add_argument("--fps", type=float, help="sample frames at this rate (sources.fps)")
-    g.add_argument("--every", type=int, help="keep every Nth frame (sources.every)")
+    add_config_arguments(g, ("--fps", "--every"), files=False)
     g = p.add_argument_group("models (the engine's configuration)")
-    g.add_argument("--config", help="engine TOML config (the one serving uses)")
-    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    g.add_argument("--detector", help="deepfake detector (models.detector)")
-    g.add_argument("--detector-weights", help="its weights (models.detector_weights)")
-    g.add_argument("--face-detector", help="models.face_detector")
-    g.add_argument("--face-detector-weights", help="models.face_detector_weights")
-    g.add_argument("--adversarial", help="Detect-ResNet50 architecture; sets the map size")
-    g.add_argument("--device", help="pipeline.device: auto, cpu, cuda, cuda:N")
+    add_config_arguments(g, MODEL_FLAGS)
     g = p.add_argument_group("attacks and maps")
     g.add_argument("--xai", type=parse_list, default=list(XAI_METHODS), help="XAI methods")
     g.add_argument("--train-attacks", type=parse_list, default=["pgd"])
@@ -685,21 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> BuildOptions:
-    overrides = list(args.set)
-    for flag, key in (
-        ("detector", "models.detector"),
-        ("detector_weights", "models.detector_weights"),
-        ("face_detector", "models.face_detector"),
-        ("face_detector_weights", "models.face_detector_weights"),
-        ("adversarial", "models.adversarial"),
-        ("device", "pipeline.device"),
-        ("fps", "sources.fps"),
-        ("every", "sources.every"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
-    config = load_config(args.config, overrides)
+    config = config_from_args(args, (*MODEL_FLAGS, "--fps", "--every"))
     check_attack_names(args.train_attacks, "--train-attacks")
     test = args.test_attacks
     if test is not None:

@@ -8,34 +8,59 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
+from typing import NamedTuple
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-# Shortcut flags: flag -> (config key, type).
-RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "--detector": ("models.detector", str, "deepfake detector (xception, efficientnet_b4st)"),
-    "--detector-weights": ("models.detector_weights", str, "detector weights (.safetensors)"),
-    "--face-detector": ("models.face_detector", str, "face detector (haar, retinaface)"),
-    "--face-detector-weights": ("models.face_detector_weights", str, "face detector weights"),
-    "--adversarial": ("models.adversarial", str, "adversarial detector (detect_resnet50)"),
-    "--adversarial-weights": ("models.adversarial_weights", str, "Detect-ResNet50 weights"),
-    "--xai": (
+class Flag(NamedTuple):
+    """A shortcut flag for one configuration key."""
+
+    key: str
+    """The config key it sets (``section.name``)."""
+    type: type
+    help: str
+
+
+# The one flag -> config key table. ``veritas run``, ``worker``, ``serve`` and ``submit``
+# take every flag; ``veritas bench`` and the training mains take the ones that apply to
+# them, with this type and help (``flags=`` below, or :func:`flag` for bench's settings).
+RUN_OPTIONS: dict[str, Flag] = {
+    "--detector": Flag("models.detector", str, "deepfake detector (xception, efficientnet_b4st)"),
+    "--detector-weights": Flag("models.detector_weights", str, "detector weights (.safetensors)"),
+    "--face-detector": Flag("models.face_detector", str, "face detector (haar, retinaface)"),
+    "--face-detector-weights": Flag("models.face_detector_weights", str, "face detector weights"),
+    "--adversarial": Flag("models.adversarial", str, "adversarial detector (detect_resnet50)"),
+    "--adversarial-weights": Flag("models.adversarial_weights", str, "Detect-ResNet50 weights"),
+    "--xai": Flag(
         "pipeline.xai_method",
         str,
         "guided_backprop, saliency, input_x_gradient, integrated_gradients",
     ),
-    "--device": ("pipeline.device", str, "auto, cpu, cuda, cuda:N"),
-    "--batch-size": ("pipeline.batch_size", int, "frames per batch"),
-    "--fake-threshold": ("pipeline.fake_threshold", float, "p_fake at or above: fake"),
-    "--attacked-threshold": (
-        "pipeline.attacked_threshold",
-        float,
-        "p_attacked at or above: attacked",
+    "--device": Flag("pipeline.device", str, "auto, cpu, cuda, cuda:N"),
+    "--batch-size": Flag("pipeline.batch_size", int, "frames per batch"),
+    "--fake-threshold": Flag("pipeline.fake_threshold", float, "p_fake at or above: fake"),
+    "--attacked-threshold": Flag(
+        "pipeline.attacked_threshold", float, "p_attacked at or above: attacked"
     ),
-    "--fps": ("sources.fps", float, "analyse frames at this rate (default: every frame)"),
-    "--every": ("sources.every", int, "analyse every Nth frame"),
+    "--ig-steps": Flag("pipeline.ig_steps", int, "Integrated Gradients steps"),
+    "--runtime": Flag("runtime.backend", str, "eager, compile, onnx or tensorrt"),
+    "--precision": Flag("runtime.precision", str, "fp32, bf16 or fp16"),
+    "--fps": Flag("sources.fps", float, "analyse frames at this rate (default: every frame)"),
+    "--every": Flag("sources.every", int, "analyse every Nth frame"),
+    "--decoder": Flag("sources.decoder", str, "auto, pyav or dali"),
 }
+
+
+def flag(name: str) -> Flag:
+    """The table's entry for ``name`` (``--detector``)."""
+    return RUN_OPTIONS[name]
+
+
+def dest(name: str) -> str:
+    """argparse's attribute for flag ``name``: ``--face-detector`` -> ``face_detector``."""
+    return name.lstrip("-").replace("-", "_")
 
 
 def add_config_file_arguments(
@@ -53,19 +78,35 @@ def add_config_file_arguments(
     )
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """``--config``, ``--set`` and the shortcut flags of :data:`RUN_OPTIONS`."""
-    add_config_file_arguments(p)
-    for flag, (key, typ, text) in RUN_OPTIONS.items():
-        p.add_argument(flag, type=typ, metavar=typ.__name__.upper(), help=f"{text} [{key}]")
+def add_config_arguments(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flags: Iterable[str] | None = None,
+    *,
+    files: bool = True,
+) -> None:
+    """``--config`` and ``--set`` (``files``), and the shortcut ``flags`` of
+    :data:`RUN_OPTIONS` (default: all of them)."""
+    if files:
+        add_config_file_arguments(p)
+    for name in RUN_OPTIONS if flags is None else flags:
+        key, typ, text = RUN_OPTIONS[name]
+        p.add_argument(name, type=typ, metavar=typ.__name__.upper(), help=f"{text} [{key}]")
 
 
-def config_from_args(args: argparse.Namespace):  # -> Config (imported lazily: torch is slow)
-    from engine.config import load_config
-
-    overrides = list(args.set)
-    for flag, (key, typ, _) in RUN_OPTIONS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+def config_overrides(args: argparse.Namespace, flags: Iterable[str] | None = None) -> list[str]:
+    """``--set`` items then one ``key=value`` per shortcut flag given (in table order)."""
+    overrides = list(getattr(args, "set", None) or [])
+    for name in RUN_OPTIONS if flags is None else flags:
+        key, typ, _ = RUN_OPTIONS[name]
+        value = getattr(args, dest(name), None)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if typ is str else value}")
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, flags: Iterable[str] | None = None):
+    """The :class:`~engine.config.Config` of ``--config``, ``--set`` and the flags
+    (engine.config is imported here: it is slow)."""
+    from engine.config import load_config
+
+    return load_config(getattr(args, "config", None), config_overrides(args, flags))

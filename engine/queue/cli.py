@@ -25,6 +25,7 @@ from engine.cli.options import (
     add_config_arguments,
     add_config_file_arguments,
     config_from_args,
+    dest,
 )
 
 log = logging.getLogger("veritas")
@@ -61,7 +62,7 @@ def _config(args: argparse.Namespace) -> Any:
     if getattr(args, "allow_root", None):
         roots = [os.path.abspath(r) for r in args.allow_root]
         overrides.append(f"queue.allowed_roots={json.dumps(roots)}")
-    if all(hasattr(args, f.lstrip("-").replace("-", "_")) for f in RUN_OPTIONS):
+    if all(hasattr(args, dest(f)) for f in RUN_OPTIONS):
         ns = argparse.Namespace(**{**vars(args), "set": overrides})
         return config_from_args(ns)
     return load_config(args.config, overrides)
@@ -250,7 +251,7 @@ def _worker_argv(args: argparse.Namespace, index: int) -> list[str]:
     for item in args.set:
         argv += ["--set", item]
     for flag in RUN_OPTIONS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        value = getattr(args, dest(flag))
         if value is not None:
             argv += [flag, str(value)]
     return argv

@@ -305,3 +305,55 @@ def test_the_command_line_and_its_parser_import_no_torch_and_no_benchmarks():
         cwd=Path(__file__).parents[2],
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_every_shortcut_flag_sets_its_config_key_in_run_bench_and_the_dataset_builder():
+    """One flag -> config key table: ``veritas run`` takes every flag, and the same flag
+    means the same key wherever else it is taken."""
+    from benchmarks.cli import OPTIONS as BENCH
+    from engine.cli import build_parser
+    from engine.cli.options import RUN_OPTIONS, config_from_args
+    from training import build_dataset
+
+    values = {
+        "--detector": "efficientnet_b4st_tiny",
+        "--detector-weights": "d.safetensors",
+        "--face-detector": "retinaface",
+        "--face-detector-weights": "f.safetensors",
+        "--adversarial": "detect_resnet50_tiny",
+        "--adversarial-weights": "a.safetensors",
+        "--xai": "saliency",
+        "--device": "cpu",
+        "--batch-size": "3",
+        "--fake-threshold": "0.25",
+        "--attacked-threshold": "0.75",
+        "--ig-steps": "7",
+        "--runtime": "compile",
+        "--precision": "bf16",
+        "--fps": "2.5",
+        "--every": "4",
+        "--decoder": "pyav",
+    }
+    assert set(values) == set(RUN_OPTIONS)
+
+    def check(config, names):
+        for name in names:
+            section, field = RUN_OPTIONS[name].key.split(".")
+            got = getattr(getattr(config, section), field)
+            assert got == RUN_OPTIONS[name].type(values[name]), name
+
+    def argv(names):
+        return [item for name in names for item in (name, values[name])]
+
+    by_rate = [n for n in RUN_OPTIONS if n != "--every"]  # sample by rate or by count
+    by_count = [n for n in RUN_OPTIONS if n != "--fps"]
+    for names in (by_rate, by_count):
+        check(config_from_args(build_parser().parse_args(["run", "x.mp4", *argv(names)])), names)
+
+    taken = (*build_dataset.MODEL_FLAGS, "--every")
+    args = build_dataset.build_parser().parse_args(["in", "out", *argv(taken)])
+    check(config_from_args(args, (*taken, "--fps")), taken)
+
+    for name, (_, kind, text) in BENCH.items():  # bench's engine flags: the table's type
+        if name in RUN_OPTIONS and name not in ("--xai", "--fps"):  # bench takes lists there
+            assert kind is RUN_OPTIONS[name].type and RUN_OPTIONS[name].key in text, name
