@@ -23,7 +23,7 @@ class Flag(NamedTuple):
     help: str
 
 
-# The one flag -> config key table. ``veritas run``, ``worker``, ``serve`` and ``submit``
+# The one flag -> config key table. ``veritas run``, ``worker`` and ``serve``
 # take every flag; ``veritas bench`` and the training mains take the ones that apply to
 # them, with this type and help (``flags=`` below, or :func:`flag` for bench's settings).
 RUN_OPTIONS: dict[str, Flag] = {
