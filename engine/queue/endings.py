@@ -1,7 +1,16 @@
 """How a worker ends the jobs in its hands: done, failed (retried or dead-lettered), or
-handed back on shutdown. Each first lets go of the job (``forget``: no heartbeat renews
-it, its source is stopped where it still runs), then records the outcome in Redis,
-retried while Redis is unreachable.
+handed back on shutdown, and which of those the end of a job's source means
+(:meth:`JobEndings.source_ended`). Each first lets go of the job (``forget``: no
+heartbeat renews it, its source is stopped where it still runs), then records the
+outcome in Redis, retried while Redis is unreachable.
+
+**Failures.** A job whose input is wrong (missing or unreadable file, not video, a
+path or scheme not allowed) fails at once and goes to the dead stream. A job that
+fails otherwise (a feed that gives no frame, a model error on its frames) is handed
+back for another try, and dead-lettered after ``max_attempts``; a worker that dies
+counts as a failed attempt of each job it held. Redis outages are ridden out with
+back-off: results are retried until written (so a frame is never skipped), file
+readers wait, live feeds drop frames.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import QueueConfig
+from engine.errors import SourceError, SourceTooLongError
 from engine.queue.job import JobStatus
 from engine.queue.metrics import WorkerMetrics
 from engine.queue.queue import Queue
@@ -109,6 +119,37 @@ class JobEndings:
         )
         self.metrics.jobs_dead.inc()
         self.metrics.jobs_finished.labels(JobStatus.FAILED.value).inc()
+
+    def source_ended(self, held: RunningJob, error: BaseException | None) -> None:
+        """The job's source ended, with ``error`` (None: it ran out of frames)."""
+        from engine.sources.live import FeedUnavailableError  # PyAV: only once a job ran
+
+        if error is None:
+            self.finish(held, JobStatus.DONE)
+        elif held.live and isinstance(error, SourceTooLongError):
+            self.finish(held, JobStatus.DONE, note="reached its max_duration_s")
+        elif isinstance(error, SourceError) and not isinstance(error, FeedUnavailableError):
+            self.fail(held, str(error), retry=False, ended=True)  # the input itself is wrong
+        else:
+            reason = str(error) if isinstance(error, SourceError) else repr(error)
+            self.fail(held, reason, ended=True)
+
+    def hand_back_all(self, helds: list[RunningJob]) -> int:
+        """Hand back every job in ``helds`` (shutdown); returns how many were."""
+        handed = 0
+        for held in helds:
+            try:
+                self.hand_back(held)
+                handed += 1
+            except Exception as error:
+                log.error(
+                    "worker %s: could not hand back job %s (%r); it is reclaimed after %.0f s",
+                    self.name,
+                    held.spec.id,
+                    error,
+                    self.qc.claim_idle_s,
+                )
+        return handed
 
     def hand_back(self, held: RunningJob) -> None:
         self.forget(held, stop_source=True)

@@ -239,6 +239,21 @@ class JobIntake:
             dropped_before=int(history.get("dropped") or 0),
         )
         self.run(held)
+        log.info(
+            "job %s started: %s (attempt %d, %s, from frame %d)",
+            spec.id,
+            held.display,
+            held.attempts,
+            mode.value,
+            held.resume_from,
+            extra={
+                "job": spec.id,
+                "entry": entry,
+                "worker": self.name,
+                "attempt": held.attempts,
+                "resume_from": held.resume_from,
+            },
+        )
 
     def _reject(
         self,

@@ -5,12 +5,29 @@ for ``queue.consumer_ttl_s`` and hold nothing (workers that died or were scaled 
 from __future__ import annotations
 
 import logging
+import time
 
 from engine.config import QueueConfig
 from engine.queue.metrics import WorkerMetrics
 from engine.queue.queue import Queue
 
 log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """Runs :func:`maintain` at most every ``queue.trim_interval_s`` (the first round one
+    interval after start)."""
+
+    def __init__(self, queue: Queue, qc: QueueConfig, name: str, metrics: WorkerMetrics) -> None:
+        self.args = queue, qc, name, metrics
+        self.interval = qc.trim_interval_s
+        self._next = time.monotonic() + self.interval
+
+    def run(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval
+            maintain(*self.args)
 
 
 def maintain(queue: Queue, qc: QueueConfig, name: str, metrics: WorkerMetrics) -> None:

@@ -47,6 +47,7 @@ class WorkerMetrics:
     """The metrics of one worker, in their own registry."""
 
     def __init__(self, worker: str) -> None:
+        self.worker = worker
         self.registry = r = CollectorRegistry()
         labels = {"worker": worker}
         self.frames = Counter("veritas_frames", "Frames analysed", registry=r)
@@ -128,6 +129,7 @@ class MetricsServer:
         port: int,
         host: str = "0.0.0.0",
     ) -> None:
+        self.metrics = metrics
         metrics_, health_ = metrics, health
 
         class Handler(BaseHTTPRequestHandler):
@@ -159,6 +161,9 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread.start()
+        log.info(
+            "worker %s: metrics on :%d/metrics, health on /healthz", self.metrics.worker, self.port
+        )
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -474,6 +474,15 @@ class Queue:
         ms, seq = min(bounds)
         return int(self.redis.xtrim(self.keys.jobs, minid=f"{ms}-{seq}", approximate=False))
 
+    def leave(self, name: str) -> None:
+        """Consumer ``name`` leaves the group if it holds nothing (a worker's last act);
+        never raises: with entries left or Redis gone, others clean up later."""
+        try:
+            if self.delete_idle_consumer(name, 0):
+                log.debug("worker %s: left the consumer group", name)
+        except Exception:
+            pass
+
     def delete_idle_consumer(self, name: str, min_idle_s: float) -> bool:
         """Remove consumer ``name`` if it has no pending entry and is idle that long."""
         return (

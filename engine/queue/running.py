@@ -46,6 +46,18 @@ class RunningJob:
     def display(self) -> str:
         return redact_url(self.spec.source)
 
+    def count_live(self, dropped_now: int, metrics: Any) -> None:
+        """Add what the feed lost and reconnected since the last count to ``metrics``
+        (``dropped_now``: the frame path's drop count for this job's stream)."""
+        dropped = max(self.dropped, dropped_now)
+        if dropped > self.dropped:
+            metrics.dropped.inc(dropped - self.dropped)
+            self.dropped = dropped
+        reconnects = getattr(self.source, "reconnects", 0) or 0
+        if reconnects > self.reconnects_counted:
+            metrics.reconnects.inc(reconnects - self.reconnects_counted)
+            self.reconnects_counted = reconnects
+
     def progress(self) -> dict[str, Any]:
         reconnects = getattr(self.source, "reconnects", None)
         return {

@@ -22,13 +22,9 @@
 Meanwhile a :class:`~engine.queue.heartbeat.Heartbeat` thread renews the claims of the
 jobs in hand, so long and live jobs are not reclaimed while this worker lives.
 
-**Failures.** A job whose input is wrong (missing or unreadable file, not video, a
-path or scheme not allowed) fails at once and goes to the dead stream. A job that
-fails otherwise (a feed that gives no frame, a model error on its frames) is handed
-back for another try, and dead-lettered after ``max_attempts``; a worker that dies
-counts as a failed attempt of each job it held. Redis outages are ridden out with
-back-off: results are retried until written (so a frame is never skipped), file
-readers wait, live feeds drop frames.
+**Failures** are told apart in ``engine.queue.endings``: a wrong input fails at once, a
+failure that may pass is retried; Redis outages are ridden out with back-off
+(``engine.queue.backoff``): results are retried until written.
 
 **Shutdown** (``finally``): jobs in hand are handed back at once without counting an
 attempt (their next worker resumes after the last recorded frame; a live feed
@@ -40,42 +36,36 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
 from engine.batching import Overflow, SourceEnded
 from engine.config import Config
-from engine.errors import SourceError, SourceTooLongError
 from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.queue.backoff import RedisBackoff
+from engine.queue.checks import JobChecks
 from engine.queue.connection import REDIS_ERRORS
 from engine.queue.endings import JobEndings
 from engine.queue.errorlog import RepeatingErrors
 from engine.queue.heartbeat import Heartbeat
 from engine.queue.intake import JobIntake
-from engine.queue.job import JobStatus, Mode
+from engine.queue.job import Mode
 from engine.queue.job_source import job_frames, live_settings
 from engine.queue.keys import GROUP
-from engine.queue.maintenance import maintain
+from engine.queue.maintenance import Maintenance
 from engine.queue.metrics import MetricsServer, WorkerMetrics
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
 from engine.queue.results_sink import RedisResultsSink
 from engine.queue.running import RunningJob
-from engine.sources.live import FeedUnavailableError
+from engine.queue.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-CHECK_INTERVAL_S = 0.5
-"""How often a worker looks for cancelled jobs and lost claims."""
 
 PROCESS_WAIT_S = 0.2
 """Longest wait for the next batch before the loop turns again."""
@@ -119,8 +109,6 @@ class Worker:
         self._stopping: set[str] = set()
         """Muxer sources stopped whose reader has not ended yet (they hold a slot)."""
         self._lock = threading.Lock()
-        self._lost: set[str] = set()
-        self._lost_lock = threading.Lock()
         self._stop_reason: str | None = None
         self._tick = time.monotonic()
         self.errors = RepeatingErrors(log)
@@ -128,15 +116,23 @@ class Worker:
         self.endings = JobEndings(
             self.queue, self.qc, self.name, self.metrics, self.backoff.retry, self._forget
         )
-        self._next_check = 0.0
-        self._next_maintain = time.monotonic() + self.qc.trim_interval_s
+        self.maintenance = Maintenance(self.queue, self.qc, self.name, self.metrics)
+        self.checks = JobChecks(
+            client,
+            self.queue.keys,
+            self.name,
+            self.metrics,
+            self.endings,
+            self._jobs,
+            self._count_live,
+        )
         self.heartbeat = Heartbeat(
             client,
             self.queue.keys,
             self.name,
             self.qc.heartbeat_s,
             entries=lambda: [h.entry for h in self._jobs.values()],
-            on_lost=self._on_lost,
+            on_lost=lambda entry: self.checks.lost(entry),
             healthy=self._loop_alive,
             lock=self._lock,
         )
@@ -176,7 +172,9 @@ class Worker:
     def work(self, install_signals: bool = True) -> int:
         """Consume jobs until stopped; returns the exit status (0 for a graceful stop)."""
         if install_signals:
-            self._install_signals()
+            install_stop_signals(
+                self.name, self.qc.claim_idle_s, self.stop, lambda: bool(self._stop_reason)
+            )
         log.info(
             "worker %s starting: queue %s, group %s, concurrency %d",
             self.name,
@@ -191,11 +189,6 @@ class Worker:
             self.heartbeat.start()
             if self.metrics_server:
                 self.metrics_server.start()
-                log.info(
-                    "worker %s: metrics on :%d/metrics, health on /healthz",
-                    self.name,
-                    self.metrics_server.port,
-                )
             while True:
                 self._tick = time.monotonic()
                 reason = self._exit_reason()
@@ -204,8 +197,8 @@ class Worker:
                 try:
                     self.intake.take()
                     self._process()
-                    self._check_jobs()
-                    self._maintain()
+                    self.checks.run()
+                    self.maintenance.run()
                     self.backoff.ok()
                 except REDIS_ERRORS as error:
                     self.backoff.failed(error, "working")
@@ -256,21 +249,6 @@ class Worker:
                 depth=self.qc.live_buffer_frames if held.live else None,
             )
         )
-        log.info(
-            "job %s started: %s (attempt %d, %s, from frame %d)",
-            held.spec.id,
-            held.display,
-            held.attempts,
-            held.mode.value,
-            held.resume_from,
-            extra={
-                "job": held.spec.id,
-                "entry": held.entry,
-                "worker": self.name,
-                "attempt": held.attempts,
-                "resume_from": held.resume_from,
-            },
-        )
 
     # --- processing ---------------------------------------------------------------------
 
@@ -295,22 +273,10 @@ class Worker:
             self._stopping.discard(ended.source)
             return
         held = self._jobs.get(ended.source)
-        if held is None:
-            return
-        held.dropped = ended.dropped
-        self._count_live(held)
-        error = ended.error
-        if error is None:
-            self.endings.finish(held, JobStatus.DONE)
-        elif held.live and isinstance(error, SourceTooLongError):
-            self.endings.finish(held, JobStatus.DONE, note="reached its max_duration_s")
-        elif isinstance(error, SourceError) and not isinstance(error, FeedUnavailableError):
-            self.endings.fail(
-                held, str(error), retry=False, ended=True
-            )  # the input itself is wrong
-        else:
-            reason = str(error) if isinstance(error, SourceError) else repr(error)
-            self.endings.fail(held, reason, ended=True)
+        if held is not None:
+            held.dropped = ended.dropped
+            self._count_live(held)
+            self.endings.source_ended(held, ended.error)
 
     # --- ending jobs --------------------------------------------------------------------
 
@@ -325,53 +291,8 @@ class Worker:
 
     # --- checks and housekeeping --------------------------------------------------------
 
-    def _on_lost(self, entry: str) -> None:
-        with self._lost_lock:  # called from the heartbeat thread
-            self._lost.add(entry)
-
-    def _check_jobs(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check or not self._jobs:
-            return
-        self._next_check = now + CHECK_INTERVAL_S
-        with self._lost_lock:
-            lost, self._lost = self._lost, set()
-        for held in [h for h in self._jobs.values() if h.entry in lost]:
-            self._forget(held, stop_source=True)
-            self.metrics.jobs_released.labels("lost").inc()
-            log.warning(
-                "job %s: another worker reclaimed it; stopping it here",
-                held.spec.id,
-                extra={"job": held.spec.id, "worker": self.name},
-            )
-        helds = list(self._jobs.values())
-        pipe = self.redis.pipeline(transaction=False)
-        for held in helds:
-            pipe.hget(self.queue.keys.job(held.spec.id), "status")
-        for held, status in zip(helds, pipe.execute(), strict=True):
-            self._count_live(held)
-            if status == JobStatus.CANCELLED.value.encode():
-                log.info(
-                    "job %s was cancelled; stopping it", held.spec.id, extra={"job": held.spec.id}
-                )
-                self.endings.finish(held, JobStatus.CANCELLED)
-
     def _count_live(self, held: RunningJob) -> None:
-        dropped = max(held.dropped, self.path.dropped(held.key))
-        if dropped > held.dropped:
-            self.metrics.dropped.inc(dropped - held.dropped)
-            held.dropped = dropped
-        reconnects = getattr(held.source, "reconnects", 0) or 0
-        if reconnects > held.reconnects_counted:
-            self.metrics.reconnects.inc(reconnects - held.reconnects_counted)
-            held.reconnects_counted = reconnects
-
-    def _maintain(self) -> None:
-        now = time.monotonic()
-        if now < self._next_maintain:
-            return
-        self._next_maintain = now + self.qc.trim_interval_s
-        maintain(self.queue, self.qc, self.name, self.metrics)
+        held.count_live(self.path.dropped(held.key), self.metrics)
 
     # --- health, signals, redis outages, shutdown ---------------------------------------
 
@@ -391,46 +312,13 @@ class Worker:
             "stopping": self._stop_reason,
         }
 
-    def _install_signals(self) -> None:
-        def handler(signum: int, frame: object) -> None:
-            name = signal.Signals(signum).name
-            if self._stop_reason:
-                log.warning(
-                    "worker %s: second %s; exiting now, its jobs stay pending and are "
-                    "reclaimed after %.0f s",
-                    self.name,
-                    name,
-                    self.qc.claim_idle_s,
-                )
-                os._exit(1)
-            self._stop_reason = f"received {name}"
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
     def _shutdown(self, reason: str) -> None:
-        handed = 0
         self.heartbeat.stop()
-        for held in list(self._jobs.values()):
-            try:
-                self.endings.hand_back(held)
-                handed += 1
-            except Exception as error:
-                log.error(
-                    "worker %s: could not hand back job %s (%r); it is reclaimed after %.0f s",
-                    self.name,
-                    held.spec.id,
-                    error,
-                    self.qc.claim_idle_s,
-                )
+        handed = self.endings.hand_back_all(list(self._jobs.values()))
         self.path.close()
         if self.metrics_server:
             self.metrics_server.stop()
-        try:
-            if self.queue.delete_idle_consumer(self.name, 0):
-                log.debug("worker %s: left the consumer group", self.name)
-        except Exception:
-            pass  # it holds handed-back entries, or redis is gone: others clean up
+        self.queue.leave(self.name)
         log.info(
             "worker %s stopped (%s): %d jobs ended here, %d handed back",
             self.name,
