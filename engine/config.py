@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.catalog import is_bundled_face_detector, is_bundled_model
 from engine.errors import ConfigError
-from engine.faces.base import DetectionSettings
-from engine.sources import SourceSettings
+from engine.faces.settings import DetectionSettings
+from engine.sources.settings import SourceSettings
 
 XAI_METHODS = ("guided_backprop", "saliency", "input_x_gradient", "integrated_gradients")
 
@@ -69,21 +70,25 @@ class ModelsConfig:
     adversarial_weights: str = ""
 
     def __post_init__(self) -> None:
-        # Imported here: the registries pull in torch models, config stays light to import.
-        from engine.faces import face_detector_cfg
-        from engine.models import model_cfg
+        _check_model("models.detector", self.detector, "deepfake")
+        _check_model("models.adversarial", self.adversarial, "adversarial")
+        if not is_bundled_face_detector(self.face_detector):
+            from engine.faces import face_detector_cfg  # plugins, or the error naming all
 
-        _wrap("models.detector", self.detector, lambda: model_cfg(self.detector, "deepfake"))
-        _wrap(
-            "models.adversarial",
-            self.adversarial,
-            lambda: model_cfg(self.adversarial, "adversarial"),
-        )
-        _wrap(
-            "models.face_detector",
-            self.face_detector,
-            lambda: face_detector_cfg(self.face_detector),
-        )
+            _wrap(
+                "models.face_detector",
+                self.face_detector,
+                lambda: face_detector_cfg(self.face_detector),
+            )
+
+
+def _check_model(key: str, name: str, kind: str) -> None:
+    """A bundled name is checked without torch (``engine.catalog``); others by the registry."""
+    if is_bundled_model(name, kind):
+        return
+    from engine.models import model_cfg
+
+    _wrap(key, name, lambda: model_cfg(name, kind))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

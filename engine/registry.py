@@ -16,11 +16,16 @@ What differs between tables stays with them (a model's config, an attack's class
 attribute ``name``); the registry only guarantees the same behaviour everywhere: a key is
 registered once, lookups of unknown keys fail with the known keys in the message, and the
 order of registration is kept.
+
+A table whose entries live in heavy modules names them as ``providers``: they are
+imported on the first lookup, not when the table's module is, so reading the table's
+neighbours (a config, a settings class) stays cheap.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
@@ -50,6 +55,8 @@ class Registry(Generic[K, V]):
             and the known keys; :class:`UnknownEntryError` by default.
         normalize: applied to every key on the way in and on lookup (e.g. ``str.lower``
             for case-insensitive URL schemes).
+        providers: modules that register entries here, imported (once, in order) before
+            the first lookup or listing.
     """
 
     def __init__(
@@ -58,8 +65,10 @@ class Registry(Generic[K, V]):
         *,
         unknown: Unknown | None = None,
         normalize: Callable[[K], K] | None = None,
+        providers: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
+        self._providers = providers
         self._unknown = unknown
         self._normalize = normalize or (lambda key: key)
         self._entries: dict[K, V] = {}
@@ -88,6 +97,14 @@ class Registry(Generic[K, V]):
 
         return wrap
 
+    def _entries_loaded(self) -> dict[K, V]:
+        """The entries, once every provider module has been imported."""
+        while self._providers:
+            provider, *rest = self._providers
+            self._providers = tuple(rest)  # before the import: it registers entries here
+            importlib.import_module(provider)
+        return self._entries
+
     def remove(self, key: K) -> None:
         """Forget ``key`` (for tests and plugins that unload); a missing key is fine."""
         self._entries.pop(self._normalize(key), None)
@@ -95,7 +112,7 @@ class Registry(Generic[K, V]):
     def find(self, key: K) -> V | None:
         """The entry under ``key``, or None."""
         try:
-            return self._entries.get(self._normalize(key))
+            return self._entries_loaded().get(self._normalize(key))
         except TypeError:  # an unhashable key is simply not there
             return None
 
@@ -103,7 +120,7 @@ class Registry(Generic[K, V]):
         """The entry under ``key``; a missing key raises the table's ``unknown`` error."""
         entry = self.find(key)
         if entry is None:
-            known = list(self._entries)
+            known = list(self._entries_loaded())
             if self._unknown is not None:
                 raise self._unknown(key, known)
             raise UnknownEntryError(self.kind, key, known)
@@ -111,21 +128,22 @@ class Registry(Generic[K, V]):
 
     def keys(self, pattern: str = "*") -> list[K]:
         """The keys in registration order; ``pattern`` (shell-style) filters string keys."""
+        entries = self._entries_loaded()
         if pattern == "*":
-            return list(self._entries)
-        return [k for k in self._entries if isinstance(k, str) and fnmatch.fnmatch(k, pattern)]
+            return list(entries)
+        return [k for k in entries if isinstance(k, str) and fnmatch.fnmatch(k, pattern)]
 
     def items(self) -> list[tuple[K, V]]:
-        return list(self._entries.items())
+        return list(self._entries_loaded().items())
 
     def __contains__(self, key: object) -> bool:
         return self.find(key) is not None  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[K]:
-        return iter(list(self._entries))
+        return iter(list(self._entries_loaded()))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries_loaded())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"

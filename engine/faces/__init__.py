@@ -1,27 +1,25 @@
-"""Face detectors (registry) and the face crop shared by the engine and training."""
+"""Face detectors (registry) and the face crop shared by the engine and training.
 
-from engine.faces import haar, retinaface  # noqa: F401  (registration)
-from engine.faces.base import (
-    DetectionSettings,
-    FaceDetector,
-    FaceDetectorCfg,
-    create_face_detector,
-    face_detector_cfg,
-    list_face_detectors,
-    register_face_detector,
-)
-from engine.faces.crop import DEFAULT_BOX_SCALE, crop_faces, enlarge_boxes, resize_images
+The names below are imported on first use (``engine.exports``): ``engine.faces.settings``
+is read by the config without torch.
+"""
 
-__all__ = [
-    "DEFAULT_BOX_SCALE",
-    "DetectionSettings",
-    "FaceDetector",
-    "FaceDetectorCfg",
-    "create_face_detector",
-    "crop_faces",
-    "enlarge_boxes",
-    "face_detector_cfg",
-    "list_face_detectors",
-    "register_face_detector",
-    "resize_images",
-]
+from engine.exports import lazy_exports
+
+_BASE = "engine.faces.base"
+_CROP = "engine.faces.crop"
+_EXPORTS = {
+    "DEFAULT_BOX_SCALE": _CROP,
+    "DetectionSettings": "engine.faces.settings",
+    "FaceDetector": _BASE,
+    "FaceDetectorCfg": _BASE,
+    "create_face_detector": _BASE,
+    "crop_faces": _CROP,
+    "enlarge_boxes": _CROP,
+    "face_detector_cfg": _BASE,
+    "list_face_detectors": _BASE,
+    "register_face_detector": _BASE,
+    "resize_images": _CROP,
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

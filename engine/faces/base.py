@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import ConfigError, UnknownModelError
+from engine.errors import UnknownModelError
+from engine.faces.settings import DetectionSettings
 from engine.registry import Registry
 
 
@@ -28,25 +29,6 @@ class FaceDetectorCfg:
     batched: bool = False
     """True: one network pass per batch, on any device. False: per frame, on the CPU."""
     tiny: bool = False
-
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    score_threshold: float = 0.5
-    """Drop detections scoring below this (detectors without scores report 1.0)."""
-    min_face_size: int = 24
-    """Drop faces whose shorter side is below this many pixels."""
-    max_faces: int = 8
-    """Keep at most this many faces per frame (highest scores first)."""
-
-    def __post_init__(self) -> None:
-        for key, value, low, high in (
-            ("faces.score_threshold", self.score_threshold, 0.0, 1.0),
-            ("faces.min_face_size", self.min_face_size, 1, 100_000),
-            ("faces.max_faces", self.max_faces, 1, 1024),
-        ):
-            if not low <= value <= high:
-                raise ConfigError(key, value, f"a value from {low} to {high}")
 
 
 class FaceDetector(ABC):
@@ -80,9 +62,11 @@ class FaceDetector(ABC):
 
 Factory = Callable[..., FaceDetector]
 FACE_DETECTORS: Registry[str, tuple[Factory, FaceDetectorCfg]] = Registry(
-    "face detector", unknown=lambda name, known: UnknownModelError(name, "face detector", known)
+    "face detector",
+    unknown=lambda name, known: UnknownModelError(name, "face detector", known),
+    providers=("engine.faces.haar", "engine.faces.retinaface"),
 )
-"""Face detector name -> (factory, config)."""
+"""Face detector name -> (factory, config); the bundled detectors come with their modules."""
 
 
 def register_face_detector(cfg: FaceDetectorCfg) -> Callable[[Factory], Factory]:

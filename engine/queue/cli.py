@@ -118,7 +118,7 @@ def _setup_logs(args: argparse.Namespace) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from engine.queue.queue import Queue
-    from engine.sources import url_scheme
+    from engine.sources.urls import url_scheme
 
     if args.id and len(args.sources) > 1:
         _error("--id needs exactly one SOURCE")

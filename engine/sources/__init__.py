@@ -4,45 +4,35 @@
 :class:`~engine.frames.Frame` objects, sampled by :class:`FrameSampler`. Decoding
 overlaps inference in the frame path (:class:`engine.framepath.FramePath`), which reads
 each source in its own thread.
+
+The names below are imported on first use (``engine.exports``): the config reads
+``engine.sources.settings`` without NumPy or PyAV; the live feeds register their URL
+schemes when the scheme table is first read.
 """
 
-from engine.sources import live  # noqa: F401  (registers the live feed URL schemes)
-from engine.sources.base import DecodedFrame, DecodingSource, Source
-from engine.sources.images import (
-    IMAGE_EXTENSIONS,
-    ImageFileSource,
-    ImageFolderSource,
-    is_image_path,
-    natural_key,
-)
-from engine.sources.registry import (
-    Opener,
-    list_schemes,
-    open_source,
-    register_scheme,
-    unregister_scheme,
-    url_scheme,
-)
-from engine.sources.sampler import FrameSampler
-from engine.sources.settings import SourceSettings
-from engine.sources.video import VideoFileSource
+from engine.exports import lazy_exports
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DecodedFrame",
-    "DecodingSource",
-    "FrameSampler",
-    "ImageFileSource",
-    "ImageFolderSource",
-    "Opener",
-    "Source",
-    "SourceSettings",
-    "VideoFileSource",
-    "is_image_path",
-    "list_schemes",
-    "natural_key",
-    "open_source",
-    "register_scheme",
-    "unregister_scheme",
-    "url_scheme",
-]
+_IMAGES = "engine.sources.images"
+_REGISTRY = "engine.sources.registry"
+_BASE = "engine.sources.base"
+_EXPORTS = {
+    "IMAGE_EXTENSIONS": _IMAGES,
+    "DecodedFrame": _BASE,
+    "DecodingSource": _BASE,
+    "FrameSampler": "engine.sources.sampler",
+    "ImageFileSource": _IMAGES,
+    "ImageFolderSource": _IMAGES,
+    "Opener": _REGISTRY,
+    "Source": _BASE,
+    "SourceSettings": "engine.sources.settings",
+    "VideoFileSource": "engine.sources.video",
+    "is_image_path": _IMAGES,
+    "list_schemes": _REGISTRY,
+    "natural_key": _IMAGES,
+    "open_source": _REGISTRY,
+    "register_scheme": _REGISTRY,
+    "unregister_scheme": _REGISTRY,
+    "url_scheme": "engine.sources.urls",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

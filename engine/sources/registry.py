@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -28,13 +27,15 @@ from engine.sources.base import Source
 from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
 from engine.sources.settings import SourceSettings
+from engine.sources.urls import url_scheme
 
 Opener = Callable[[str, SourceSettings], Source]
 """``opener(spec, settings) -> Source`` for one URL scheme; ``spec`` is the whole URL."""
 
-SCHEMES: Registry[str, Opener] = Registry("source scheme", normalize=str.lower)
-"""URL scheme (lower case) -> its opener."""
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+SCHEMES: Registry[str, Opener] = Registry(
+    "source scheme", normalize=str.lower, providers=("engine.sources.live",)
+)
+"""URL scheme (lower case) -> its opener; the live feeds' schemes come with their module."""
 
 
 def register_scheme(*schemes: str) -> Callable[[Opener], Opener]:
@@ -51,12 +52,6 @@ def unregister_scheme(scheme: str) -> None:
 def list_schemes() -> list[str]:
     """The URL schemes :func:`open_source` accepts, sorted."""
     return sorted(SCHEMES)
-
-
-def url_scheme(spec: str) -> str | None:
-    """``'rtsp'`` for ``'rtsp://host/x'``; None for paths (``C:\\x`` included)."""
-    match = _SCHEME.match(spec)
-    return match.group(1).lower() if match else None
 
 
 def open_source(spec: str, settings: SourceSettings | None = None) -> Source:

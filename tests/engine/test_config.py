@@ -100,3 +100,21 @@ def test_cli_shortcut_flags_become_config_keys():
     assert cfg.pipeline.batch_size == 3
     assert cfg.sources.fps == 2.5
     assert cfg.pipeline.ig_steps == 7
+
+
+def test_the_torch_free_catalog_of_names_is_what_the_registries_hold():
+    """The config checks bundled names in ``engine.catalog`` without importing torch; the
+    catalog must list exactly the networks the registries get from the bundled modules."""
+    from engine.catalog import BUNDLED_FACE_DETECTORS, BUNDLED_MODELS
+    from engine.faces.base import FACE_DETECTORS
+    from engine.models.registry import MODELS
+
+    models = {name: cfg.kind for name, (factory, cfg) in MODELS.items()
+              if factory.__module__.startswith("engine.")}  # fmt: skip
+    assert models == BUNDLED_MODELS
+    faces = {name for name, (factory, _) in FACE_DETECTORS.items()
+             if factory.__module__.startswith("engine.")}  # fmt: skip
+    assert faces == BUNDLED_FACE_DETECTORS
+    # A wrong kind for a bundled name still goes to the registry's error.
+    with pytest.raises(ConfigError, match="detect_resnet50"):
+        load_config(None, ['models.adversarial="xception_tiny"'])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from engine.registry import Registry, UnknownEntryError
@@ -78,3 +80,24 @@ def test_the_projects_tables_are_registries():
         assert isinstance(table, Registry) and len(table) > 0
     for table in (ATTACKS, DEFENSES):
         assert isinstance(table, Registry) and len(table) > 0
+
+
+def test_provider_modules_are_imported_on_first_lookup_not_before(tmp_path, monkeypatch):
+    """A table names the heavy modules that fill it; reading its neighbours stays cheap."""
+    (tmp_path / "veritas_t_table.py").write_text(
+        "from engine.registry import Registry\n"
+        "TABLE = Registry('thing', providers=('veritas_t_plugin',))\n"
+    )
+    (tmp_path / "veritas_t_plugin.py").write_text(
+        "from veritas_t_table import TABLE\nTABLE.add('bundled', 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("veritas_t_table", "veritas_t_plugin"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    from veritas_t_table import TABLE  # type: ignore[import-not-found]
+
+    TABLE.add("early", 1)  # registering does not load the providers
+    assert "veritas_t_plugin" not in sys.modules
+    assert TABLE.keys() == ["early", "bundled"]  # the first listing does, once
+    assert "veritas_t_plugin" in sys.modules
+    assert TABLE.get("bundled") == 2 and len(TABLE) == 2

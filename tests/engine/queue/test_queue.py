@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -25,7 +26,7 @@ from engine.queue.job import JobSpec, JobStatus, Mode
 from engine.queue.keys import GROUP
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
-from tests.engine.queue.conftest import free_port, wait_for
+from tests.engine.queue.conftest import REPO, free_port, wait_for
 
 
 def record(job: str, frame: int) -> dict:
@@ -86,6 +87,48 @@ def test_submit_prints_one_id_per_source_with_absolute_paths(redis_server, capsy
     assert queue.info()["backlog"] == 2
     with pytest.raises(InvalidJobError, match="already taken"):
         queue.enqueue("/data/x.mp4", job_id=ids[0])
+
+
+# A command run in a child process that reports which heavy libraries it imported.
+_AUDIT = (
+    "import sys, runpy; sys.argv = ['veritas'] + sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module('engine.cli', run_name='__main__')\n"
+    "finally:\n"
+    "    heavy = ('torch', 'numpy', 'cv2', 'av', 'engine.models', 'engine.pipeline')\n"
+    "    print('IMPORTED', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+)
+
+
+@pytest.mark.parametrize("model_flags", [[], ["--set", 'models.detector="xception_tiny"']])
+def test_the_queue_commands_run_without_torch_or_any_decoder(redis_server, tmp_path, model_flags):
+    """submit, status, results and cancel answer in a fraction of a second: a real run
+    against Redis imports neither torch nor NumPy, OpenCV, PyAV or the models, with the
+    default model names and with another bundled one."""
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"")
+
+    def veritas(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", _AUDIT, *args, "--redis", redis_server.url, *model_flags],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "IMPORTED []" in out.stderr, out.stderr
+        return out.stdout
+
+    job_id = veritas("submit", str(clip), "rtsp://cam:554/live").split()[0]
+    assert "waiting" in veritas("status")
+    veritas("results", job_id)
+    veritas("cancel", job_id)
+    assert Queue(redis_server.client()).job(job_id).status is JobStatus.CANCELLED
+
+
+def test_an_unknown_model_name_is_still_refused_by_the_queue_commands(redis_server, capsys):
+    """Names outside the bundled catalog go to the registries, which know plugins too."""
+    code = main(["status", "--redis", redis_server.url, "--set", 'models.detector="xceptoin"'])
+    err = capsys.readouterr().err
+    assert code != 0 and "models.detector" in err and "xception" in err
 
 
 def test_trimming_drops_acknowledged_jobs_and_keeps_pending_and_new_ones(redis_server):
