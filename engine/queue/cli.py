@@ -125,19 +125,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config = _config(args)
     queue = Queue(_connect(args, "veritas-submit"), config.queue)
-    for source in args.sources:
-        if url_scheme(source) is None:
-            source = os.path.abspath(source)  # workers do not share our working folder
-            if not os.path.exists(source):
-                log.warning("%s is not on this machine; the workers must see it there", source)
-        job_id = queue.enqueue(
-            source,
-            mode=args.mode,
-            fps=args.fps,
-            every=args.every,
-            max_duration_s=args.max_duration,
-            job_id=args.id,
-        )
+    # Paths are made absolute: the workers do not share our working folder.
+    sources = [s if url_scheme(s) is not None else os.path.abspath(s) for s in args.sources]
+    job_ids = queue.enqueue_many(  # all or none: a refusal enqueues nothing
+        sources,
+        mode=args.mode,
+        fps=args.fps,
+        every=args.every,
+        max_duration_s=args.max_duration,
+        job_ids=[args.id] * len(sources),
+    )
+    for source, job_id in zip(sources, job_ids, strict=True):
+        if url_scheme(source) is None and not os.path.exists(source):
+            log.warning("%s is not on this machine; the workers must see it there", source)
         print(job_id, flush=True)
     return EXIT_OK
 

@@ -28,11 +28,13 @@ class RedisUnavailableError(QueueError):
 class QueueFullError(QueueError):
     """``submit`` refused a job: the queue holds ``waiting`` jobs, at or over ``limit``."""
 
-    def __init__(self, waiting: int, limit: int) -> None:
-        self.waiting, self.limit = waiting, limit
+    def __init__(self, waiting: int, limit: int, adding: int = 1) -> None:
+        self.waiting, self.limit, self.adding = waiting, limit, adding
+        more = f", {adding} jobs asked for" if adding > 1 else ""
         super().__init__(
-            f"the queue is full ({waiting} jobs waiting or running, limit {limit}); "
-            "submit again later, add workers, or raise queue.max_queue_length"
+            f"the queue is full ({waiting} jobs waiting or running, limit {limit}{more}); "
+            "nothing was enqueued: submit again later, add workers, or raise "
+            "queue.max_queue_length"
         )
 
 

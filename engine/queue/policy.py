@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from engine.config import QueueConfig
 from engine.queue.errors import JobRefusedError
 from engine.queue.job import JobSpec
 from engine.redaction import redact_url
-from engine.sources import list_schemes, url_scheme
+from engine.sources import list_schemes
+from engine.sources.urls import file_url_path, url_scheme
 
 
 class SourcePolicy:
@@ -67,7 +67,7 @@ class SourcePolicy:
                 f"(readable: {', '.join(list_schemes())})",
             )
         if scheme == "file":
-            self.check_path(spec.id, unquote(urlsplit(spec.source).path), spec.source)
+            self.check_path(spec.id, file_url_path(spec.source), spec.source)
 
     def check_path(self, job_id: str, path: str, shown: str | None = None) -> None:
         shown = redact_url(shown or path)

@@ -42,6 +42,9 @@ RELEASE_IDLE_MS = 30 * 24 * 3600 * 1000
 """Idle time given to a job a worker hands back, so any worker's next XAUTOCLAIM takes
 it at once (it must stay below the Unix time in ms, or Redis ignores it)."""
 
+SUBMIT_WINDOW_S = 300
+"""A job hash lives this long on its own before its stream entry is added (seconds)."""
+
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' or status == 'cancelled' then
@@ -99,6 +102,37 @@ if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 return 'queued'
 """
 
+_ADD_JOBS = """
+-- KEYS[1]: the jobs stream. ARGV: group, max_queue_length, then one payload per job.
+-- The room for every job is checked and all are added in one step, or none is.
+local waiting = 0
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    local pending = tonumber(info['pending']) or 0
+    local lag = tonumber(info['lag'])
+    if not lag then lag = redis.call('XLEN', KEYS[1]) - pending end
+    waiting = lag + pending
+  end
+end
+if waiting + #ARGV - 2 > tonumber(ARGV[2]) then return {'full', waiting} end
+local entries = {'ok'}
+for i = 3, #ARGV do
+  entries[#entries + 1] = redis.call('XADD', KEYS[1], '*', 'payload', ARGV[i])
+end
+return entries
+"""
+
+_ENTERED = """
+-- KEYS[1]: a job hash created by submit; ARGV[1]: its stream entry. Keep the hash for
+-- good unless a worker has already finished the job (which set its own expiry).
+redis.call('HSETNX', KEYS[1], 'entry', ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'running' then redis.call('PERSIST', KEYS[1]) end
+return 1
+"""
+
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
@@ -154,6 +188,8 @@ class Queue:
                 ("start", _START),
                 ("finish", _FINISH),
                 ("release", _RELEASE),
+                ("add_jobs", _ADD_JOBS),
+                ("entered", _ENTERED),
                 ("cancel", _CANCEL),
                 ("delete_idle_consumer", _DELETE_IDLE_CONSUMER),
             )
@@ -184,39 +220,83 @@ class Queue:
         Raises QueueFullError when ``max_queue_length`` jobs are waiting or running,
         InvalidJobError when an option is malformed or ``job_id`` is taken.
         """
-        spec = JobSpec(
-            id=job_id or new_job_id(),
-            source=source,
-            mode=Mode(mode) if isinstance(mode, str) else mode,
-            fps=fps,
-            every=every,
-            max_duration_s=max_duration_s,
-            submitted=time.time(),
-        )
-        payload = encode_payload(spec)
-        decode_payload(payload, self.config.max_payload_bytes)  # what workers will check
+        options = {"mode": mode, "fps": fps, "every": every, "max_duration_s": max_duration_s}
+        return self.enqueue_many([source], job_ids=[job_id], **options)[0]  # type: ignore[arg-type]
+
+    def enqueue_many(
+        self,
+        sources: list[str],
+        *,
+        mode: Mode | str | None = None,
+        fps: float | None = None,
+        every: int | None = None,
+        max_duration_s: float | None = None,
+        job_ids: list[str | None] | None = None,
+    ) -> list[str]:
+        """Submit one job per source, all or none; returns their ids in order.
+
+        Every job is validated before any is written, and one Redis script checks the
+        room for all of them (``max_queue_length``) and the ids, then adds them: a refusal
+        (QueueFullError, InvalidJobError) enqueues nothing, and no reader ever sees part
+        of the submit.
+        """
+        ids = job_ids or [None] * len(sources)
+        if len(ids) != len(sources):
+            raise ValueError("one job id (or None) per source")
+        submitted = time.time()
+        specs = [
+            JobSpec(
+                id=job_id or new_job_id(),
+                source=_utf8(source),
+                mode=Mode(mode) if isinstance(mode, str) else mode,
+                fps=fps,
+                every=every,
+                max_duration_s=max_duration_s,
+                submitted=submitted,
+            )
+            for source, job_id in zip(sources, ids, strict=True)
+        ]
+        if len({spec.id for spec in specs}) != len(specs):
+            raise InvalidJobError("the same job id is given twice")
+        payloads = [encode_payload(spec) for spec in specs]
+        for payload in payloads:
+            decode_payload(payload, self.config.max_payload_bytes)  # what workers will check
         self.ensure_group()
-        waiting = self.backlog()
-        if waiting >= self.config.max_queue_length:
-            raise QueueFullError(waiting, self.config.max_queue_length)
-        key = self.keys.job(spec.id)
-        if not self.redis.hsetnx(key, "status", JobStatus.QUEUED.value):
-            raise InvalidJobError(f"job id {spec.id!r} is already taken", spec.id)
-        now = _now()
-        self.redis.hset(
-            key,
-            mapping={
-                "source": redact_url(source),
-                "attempts": 0,
-                "submitted": now,
-                "updated": now,
-                "mode": spec.mode.value if spec.mode else "",
-            },
-        )
-        entry = self.redis.xadd(self.keys.jobs, {"payload": payload})
-        self.redis.hset(key, "entry", entry)
-        log.info("job %s submitted", spec.id, extra={"job": spec.id, "entry": entry.decode()})
-        return spec.id
+        created: list[str] = []  # job hashes, removed again when the submit is refused
+        try:
+            now = _now()
+            for spec in specs:
+                key = self.keys.job(spec.id)
+                if not self.redis.hsetnx(key, "status", JobStatus.QUEUED.value):
+                    raise InvalidJobError(f"job id {spec.id!r} is already taken", spec.id)
+                created.append(key)
+                self.redis.hset(
+                    key,
+                    mapping={
+                        "source": redact_url(spec.source),
+                        "attempts": 0,
+                        "submitted": now,
+                        "updated": now,
+                        "mode": spec.mode.value if spec.mode else "",
+                    },
+                )
+                # A submit that dies before its jobs are in the stream leaves no hash.
+                self.redis.expire(key, SUBMIT_WINDOW_S)
+            args = [GROUP, self.config.max_queue_length, *payloads]
+            outcome, *entries = self._scripts["add_jobs"](keys=[self.keys.jobs], args=args)
+            if outcome == b"full":
+                raise QueueFullError(int(entries[0]), self.config.max_queue_length, len(specs))
+        except BaseException:
+            try:
+                for key in created:  # one key per command: the layout works on a cluster
+                    self.redis.delete(key)
+            except redis.RedisError:
+                pass  # Redis went away: the hashes expire after SUBMIT_WINDOW_S
+            raise
+        for spec, entry in zip(specs, entries, strict=True):
+            self._scripts["entered"](keys=[self.keys.job(spec.id)], args=[entry])
+            log.info("job %s submitted", spec.id, extra={"job": spec.id, "entry": entry.decode()})
+        return [spec.id for spec in specs]
 
     def backlog(self) -> int:
         """Jobs waiting (not yet delivered) plus jobs delivered and not acknowledged."""
@@ -517,6 +597,19 @@ class Queue:
 
 def _now() -> str:
     return f"{time.time():.3f}"
+
+
+def _utf8(source: str) -> str:
+    """``source``, or InvalidJobError when it is not UTF-8 text (the wire format's)."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:  # bytes a path decoder kept as surrogates (PEP 383)
+        shown = source.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:200]
+        raise InvalidJobError(
+            f"the source {shown} is not UTF-8 text: rename the file, or pass it as a "
+            "file:// URL with its bytes %-encoded"
+        ) from None
+    return source
 
 
 def _text(value: Any) -> str:

@@ -25,6 +25,7 @@ import msgpack
 
 from engine.queue.errors import InvalidJobError
 from engine.queue.job import JobSpec, Mode
+from engine.sources.settings import MAX_FPS, MIN_FPS, is_sampling_rate
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +36,10 @@ MAX_SOURCE_CHARS = 4096
 """Longest source path or URL."""
 
 MAX_EVERY = 1_000_000
+
+MAX_JOB_DURATION_S = 366 * 86400.0
+"""Longest ``max_duration_s`` a job may ask for; without the field a job has no limit of
+its own (the worker's ``queue.max_job_duration_s`` still holds)."""
 
 FIELDS: dict[str, str] = {
     "schema": "an integer",
@@ -139,6 +144,8 @@ def validate_payload(obj: Mapping[str, Any]) -> JobSpec:
                 f"field 'mode' = {mode[:40]!r} is not one of realtime, lossless", job_id
             )
     fps = _optional_number(obj, "fps", job_id, positive=True)
+    if fps is not None and not is_sampling_rate(fps):
+        raise InvalidJobError(f"field 'fps' = {fps!r} must be from {MIN_FPS} to {MAX_FPS}", job_id)
     every = obj.get("every")
     if every is not None:
         if not _is_int(every):
@@ -148,6 +155,12 @@ def validate_payload(obj: Mapping[str, Any]) -> JobSpec:
     if fps is not None and every not in (None, 1):
         raise InvalidJobError("fields 'fps' and 'every' exclude each other", job_id)
     max_duration = _optional_number(obj, "max_duration_s", job_id, positive=True)
+    if max_duration is not None and max_duration > MAX_JOB_DURATION_S:
+        raise InvalidJobError(
+            f"field 'max_duration_s' = {max_duration!r} must be at most {MAX_JOB_DURATION_S:.0f} "
+            "(a year; leave it out for no limit)",
+            job_id,
+        )
     submitted = _optional_number(obj, "submitted", job_id, positive=False)
     return JobSpec(
         id=job_id,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from engine.errors import InputNotFoundError, UnsupportedSourceError
 from engine.registry import Registry
@@ -27,7 +26,7 @@ from engine.sources.base import Source
 from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
 from engine.sources.settings import SourceSettings
-from engine.sources.urls import url_scheme
+from engine.sources.urls import file_url_path, url_scheme
 
 Opener = Callable[[str, SourceSettings], Source]
 """``opener(spec, settings) -> Source`` for one URL scheme; ``spec`` is the whole URL."""
@@ -80,4 +79,4 @@ def open_path(spec: str, settings: SourceSettings, path: Path | None = None) -> 
 
 @register_scheme("file")
 def _open_file_url(spec: str, settings: SourceSettings) -> Source:
-    return open_path(spec, settings, Path(unquote(urlparse(spec).path)))
+    return open_path(spec, settings, Path(file_url_path(spec)))

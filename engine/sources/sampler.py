@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from engine.sources.settings import SourceSettings
+from engine.sources.settings import MAX_FPS, MIN_FPS, SourceSettings, is_sampling_rate
 
 JITTER_TOLERANCE = 0.1
 """A frame up to this fraction of a sampling period early still serves that sampling
@@ -28,8 +28,8 @@ class FrameSampler:
     """Decides, frame by frame, whether to keep a decoded frame. One instance per stream."""
 
     def __init__(self, fps: float | None = None, every: int = 1) -> None:
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be positive or None, got {fps!r}")
+        if fps is not None and not is_sampling_rate(fps):
+            raise ValueError(f"fps must be from {MIN_FPS} to {MAX_FPS} or None, got {fps!r}")
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every!r}")
         if fps is not None and every != 1:

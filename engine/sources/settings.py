@@ -20,6 +20,11 @@ DEFAULT_MAX_DURATION_S = 6 * 3600.0
 DEFAULT_IMAGE_FOLDER_FPS = 25.0
 """Frame rate given to a folder of images: image ``i`` gets ``pts = i / fps``."""
 
+MIN_FPS, MAX_FPS = 0.001, 1000.0
+"""Sampling rates (``sources.fps``, a job's ``fps``, ``image_folder_fps``) lie in this
+range: one frame in 1000 s to 1000 frames a second. Outside it a period of ``1/fps``
+underflows or overflows the sampler's arithmetic (``5e-324`` or ``1e308``)."""
+
 DECODERS = ("auto", "pyav", "dali")
 """Video-file decoders (``engine.sources.dali``): ``auto`` is DALI on a CUDA machine (when
 installed and the codec is one NVDEC decodes), PyAV otherwise."""
@@ -50,9 +55,9 @@ class SourceSettings:
     """Video files: ``auto``, ``pyav`` or ``dali`` (see :data:`DECODERS`)."""
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not _positive_number(self.fps):
+        if self.fps is not None and not is_sampling_rate(self.fps):
             raise ConfigError(
-                "sources.fps", self.fps, "a positive number of frames per second, or None"
+                "sources.fps", self.fps, f"frames per second from {MIN_FPS} to {MAX_FPS}, or None"
             )
         if not _int_at_least(self.every, 1):
             raise ConfigError("sources.every", self.every, "an integer >= 1")
@@ -70,9 +75,11 @@ class SourceSettings:
             raise ConfigError(
                 "sources.max_duration_s", self.max_duration_s, "a positive number of seconds"
             )
-        if not _positive_number(self.image_folder_fps):
+        if not is_sampling_rate(self.image_folder_fps):
             raise ConfigError(
-                "sources.image_folder_fps", self.image_folder_fps, "a positive number"
+                "sources.image_folder_fps",
+                self.image_folder_fps,
+                f"frames per second from {MIN_FPS} to {MAX_FPS}",
             )
         if not _int_at_least(self.decode_threads, 0):
             raise ConfigError(
@@ -80,6 +87,11 @@ class SourceSettings:
             )
         if self.decoder not in DECODERS:
             raise ConfigError("sources.decoder", self.decoder, " or ".join(DECODERS))
+
+
+def is_sampling_rate(value: object) -> bool:
+    """``value`` is a number of frames per second from :data:`MIN_FPS` to :data:`MAX_FPS`."""
+    return _positive_number(value) and MIN_FPS <= value <= MAX_FPS  # type: ignore[operator]
 
 
 def _positive_number(value: object, allow_inf: bool = False) -> bool:

@@ -225,6 +225,9 @@ def test_sampler_every_nth_is_by_index_not_time() -> None:
         ({"fps": -5.0}, "sources.fps"),
         ({"fps": math.nan}, "sources.fps"),
         ({"fps": math.inf}, "sources.fps"),
+        ({"fps": 1e308}, "sources.fps"),  # a period of 1e-308 s: the sampler cannot step
+        ({"fps": 5e-324}, "sources.fps"),  # a period of 1/5e-324 = inf
+        ({"image_folder_fps": 1e308}, "sources.image_folder_fps"),
         ({"every": 0}, "sources.every"),
         ({"every": 2.5}, "sources.every"),
         ({"every": True}, "sources.every"),
@@ -527,3 +530,9 @@ def test_frames_batch_with_the_engine_batcher(tmp_path: Path) -> None:
     batches = list(batched(read_all(open_source(str(tmp_path))), 4))
     assert [len(b) for b in batches] == [4, 1]
     assert batches[0].images.shape == (4, 10, 12, 3)
+
+
+@pytest.mark.parametrize("fps", [1e308, 5e-324, 0.0])
+def test_the_sampler_refuses_rates_its_arithmetic_cannot_hold(fps: float) -> None:
+    with pytest.raises(ValueError, match="fps must be from"):
+        FrameSampler(fps=fps)

@@ -5,10 +5,14 @@ and a key layout that works on Redis Cluster."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+from urllib.parse import quote
 
+import cv2
+import numpy as np
 import pytest
 import redis
 
@@ -26,6 +30,8 @@ from engine.queue.job import JobSpec, JobStatus, Mode
 from engine.queue.keys import GROUP
 from engine.queue.queue import Queue
 from engine.queue.results import ResultWriter
+from engine.sources import open_source
+from engine.sources.urls import file_url_path
 from tests.engine.queue.conftest import REPO, free_port, wait_for
 
 
@@ -129,6 +135,56 @@ def test_an_unknown_model_name_is_still_refused_by_the_queue_commands(redis_serv
     code = main(["status", "--redis", redis_server.url, "--set", 'models.detector="xceptoin"'])
     err = capsys.readouterr().err
     assert code != 0 and "models.detector" in err and "xception" in err
+
+
+def test_a_refused_multi_source_submit_enqueues_nothing(redis_server, capsys):
+    """All or none: 2 of 3 places taken and 2 sources submitted -> exit 75, the queue
+    and the job hashes exactly as before; the same for a taken id among new ones."""
+    client = redis_server.client()
+    queue = Queue(client, QueueConfig(max_queue_length=3))
+    queue.enqueue("/data/0.mp4", job_id="taken")
+    queue.enqueue("/data/1.mp4")
+    before = sorted(client.scan_iter("veritas:job:*"))
+    code = main(["submit", "/data/a.mp4", "/data/b.mp4", "--redis", redis_server.url,
+                 "--set", "queue.max_queue_length=3"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 75 and out == "" and "nothing was enqueued" in err and "2 jobs asked" in err
+    assert queue.backlog() == 2 and sorted(client.scan_iter("veritas:job:*")) == before
+    with pytest.raises(InvalidJobError, match="'taken' is already taken"):
+        queue.enqueue_many(["/data/n.mp4", "/data/t.mp4"], job_ids=["fresh", "taken"])
+    with pytest.raises(NoSuchJobError):
+        queue.job("fresh")
+    assert queue.backlog() == 2 and queue.job("taken").source == "/data/0.mp4"
+    # The one place left still takes one job.
+    (job_id,) = queue.enqueue_many(["/data/last.mp4"])
+    assert queue.job(job_id).status is JobStatus.QUEUED and queue.backlog() == 3
+    assert client.ttl(queue.keys.job(job_id)) == -1  # kept for good once in the stream
+
+
+def test_a_path_that_is_not_utf8_is_refused_without_a_traceback(redis_server, tmp_path):
+    """A file name with bytes that are not UTF-8 cannot travel in a msgpack string: submit
+    says so and how to name it instead (a file:// URL with the bytes %-escaped)."""
+    name = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    with open(name, "wb") as f:  # OpenCV's own file functions take UTF-8 names only
+        f.write(cv2.imencode(".png", np.zeros((32, 32, 3), np.uint8))[1].tobytes())
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "submit", name, "--redis", redis_server.url],
+        capture_output=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    err = out.stderr.decode(errors="replace")
+    assert out.returncode == 1 and "Traceback" not in err, err
+    assert "is not UTF-8 text" in err and "file://" in err
+    assert queue_is_empty(redis_server.client())
+    url = "file://" + quote(name)
+    assert file_url_path(url) == os.fsdecode(name)
+    (frame,) = list(open_source(url))
+    assert frame.image.shape[:2] == (32, 32)
+    job_id = Queue(redis_server.client()).enqueue(url)
+    assert Queue(redis_server.client()).job(job_id).source == url
+
+
+def queue_is_empty(client: redis.Redis) -> bool:
+    return not list(client.scan_iter("veritas:job:*")) and not client.xlen("veritas:jobs")
 
 
 def test_trimming_drops_acknowledged_jobs_and_keeps_pending_and_new_ones(redis_server):

@@ -196,6 +196,9 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
         raw(job("v99", schema=99)): "unsupported schema version 99",
         raw({"schema": 1, "id": "nosource"}): "missing field 'source'",
         raw(job("typed", fps="fast")): "'fps' must be a number",
+        # Rates the sampler cannot step by are refused at once, not retried as transient.
+        raw(job("rate", fps=1e308)): "'fps' = 1e+308 must be from 0.001 to 1000",
+        raw(job("subnormal", fps=5e-324)): "'fps' = 5e-324 must be from 0.001 to 1000",
         raw(job("huge", source="/" + "x" * 4000)): "over the limit of 2048",
         raw(job("passwd", source="/etc/passwd")): "outside the allowed roots",
         raw(job("dots", source=f"{tmp_path}/../../etc/passwd")): "outside the allowed roots",
@@ -216,8 +219,8 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
     assert dead[next(e for e, r in expected.items() if "failed 2 times" in r)]["attempts"] == 2
     # Every job whose id could be read is failed with its reason (an over-size payload
     # is not decoded at all, so its id stays unknown).
-    for job_id in ("v99", "typed", "passwd", "dots", "scheme", "long", "missing", "notvideo",
-                   "silent"):  # fmt: skip
+    for job_id in ("v99", "typed", "rate", "subnormal", "passwd", "dots", "scheme", "long",
+                   "missing", "notvideo", "silent"):  # fmt: skip
         state = queue.job(job_id)
         assert state.status is JobStatus.FAILED and state.error, job_id
     assert w.alive(), w.logs()[-3000:]
