@@ -12,6 +12,8 @@ few dozen frames) so that encoding takes milliseconds:
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -285,3 +287,16 @@ def truncate_mid_packet(path: str | os.PathLike[str], at: float = 0.5) -> int:
     with open(path, "r+b") as f:
         f.truncate(offset + size // 2)
     return cut
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds a few bytes of its pixels: the
+    shape of a decompression bomb (a small file whose decoded image is huge)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 4096)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -13,10 +13,10 @@ An image that cannot be decoded stops the folder with
 before it were yielded: a silently skipped image would leave a hole the user never
 hears about. Images the sampler skips are not decoded (only their header is read).
 
-Sizes are read from the image header (Pillow, no decoding) and refused over
-``max_frame_pixels`` before decoding; where Pillow cannot read the header (or refuses
-it as a decompression bomb, over ~179 M pixels) the check happens after decoding,
-which OpenCV bounds by its own limit of 2^30 pixels.
+Sizes are read from the image header (Pillow's format plugins, no pixel decoded) and
+refused over ``max_frame_pixels`` before decoding, decompression bombs included (a
+small file that declares 15000x15000). An image whose header gives no size is refused
+as unreadable, not decoded: only a known size may be handed to the decoder.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import warnings
 from collections.abc import Generator
 from functools import partial
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from engine.errors import (
     EmptySourceError,
@@ -40,11 +42,6 @@ from engine.errors import (
 )
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.settings import SourceSettings
-
-try:  # Pillow comes with scikit-image; it only speeds up the size check.
-    from PIL import Image
-except ImportError:  # pragma: no cover
-    Image = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +71,21 @@ class _ImageSequence(DecodingSource):
     def _decode(self) -> Generator[DecodedFrame, None, None]:
         fps = self.settings.image_folder_fps
         for index, path in enumerate(self.paths):
-            size = _probe_size(path)
-            width, height = size if size is not None else (None, None)
-            yield DecodedFrame(index, index / fps, width, height, partial(self._read, index, path))
+            try:
+                size = _probe_size(path)
+            except OSError as error:
+                raise self._unreadable(index, path, error.strerror or str(error)) from error
+            if size is None:  # refused when kept: its size could not be checked
+                read = partial(self._refuse, index, path)
+                yield DecodedFrame(index, index / fps, None, None, read)
+            else:
+                read = partial(self._read, index, path)
+                yield DecodedFrame(index, index / fps, size[0], size[1], read)
+
+    def _refuse(self, index: int, path: Path) -> np.ndarray:
+        formats = ", ".join(HEADER_FORMATS)
+        detail = f"no {formats} header gives its size, so it is not decoded"
+        raise self._unreadable(index, path, detail)
 
     def _read(self, index: int, path: Path) -> np.ndarray:
         try:
@@ -138,16 +147,34 @@ class ImageFileSource(_ImageSequence):
         return NotAVideoError(self.name, detail)
 
 
+HEADER_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF")
+"""Pillow formats whose headers give an image's size; the formats of :data:`IMAGE_EXTENSIONS`,
+tried by content (a PNG named ``.jpg`` is still a PNG)."""
+
+
 def _probe_size(path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` from the image header, without decoding; None if unknown."""
-    if Image is None:  # pragma: no cover
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-    except Exception as error:  # unknown to Pillow, or a bomb: OpenCV decides
-        log.debug("%s: no size from the header (%s)", path, error)
-        return None
-    return int(width), int(height)
+    """``(width, height)`` from the image header, without decoding any pixel; None if no
+    header of :data:`HEADER_FORMATS` is found.
+
+    Pillow's plugins read the header only. ``Image.open`` is not used: it refuses images
+    over ~179 M pixels as decompression bombs without saying their size, and this check
+    is the one that must see a bomb's size (``max_frame_pixels``) before OpenCV decodes.
+    """
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in HEADER_FORMATS:
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # False, or why not
+                continue
+            fp.seek(0)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    width, height = factory(fp, os.fsdecode(path)).size
+            except (SyntaxError, IndexError, TypeError, ValueError, struct.error, OSError) as e:
+                log.debug("%s: not a %s header (%s)", path, fmt, e)
+                continue
+            return int(width), int(height)
+    return None

@@ -40,6 +40,7 @@ from tests.media import (
     encode_video,
     mean_abs_error,
     moving_pattern,
+    png_header,
     truncate_mid_packet,
     write_image_folder,
 )
@@ -336,14 +337,44 @@ def test_8k_image_is_refused_from_its_header_without_decoding(
     assert (raised.value.width, raised.value.height) == (7680, 4320)
 
 
-def test_image_size_is_checked_after_decoding_when_the_header_says_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if OpenCV is asked to decode an image."""
+
+    def imdecode(*args: object) -> None:
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr("engine.sources.images.cv2.imdecode", imdecode)
+
+
+def test_a_decompression_bomb_is_refused_by_its_header_before_any_pixel_is_decoded(
+    tmp_path: Path, no_decoding: None
 ) -> None:
-    (path,) = write_image_folder(tmp_path, [np.zeros((40, 50, 3), np.uint8)], ["odd.png"])
-    monkeypatch.setattr("engine.sources.images._probe_size", lambda path: None)
+    """15000 x 15000 is over Pillow's own bomb limit (~179 M pixels), which used to hide
+    the size: the header still gives it, and the frame-size limit refuses it."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(15000, 15000))
+    assert bomb.stat().st_size < 1000
     with pytest.raises(FrameTooLargeError) as raised:
-        read_all(open_source(str(path), SourceSettings(max_frame_pixels=1000)))
-    assert (raised.value.width, raised.value.height) == (50, 40)
+        read_all(open_source(str(bomb)))
+    assert (raised.value.width, raised.value.height) == (15000, 15000)
+
+
+def test_a_bomb_in_a_folder_stops_it_after_the_frames_before(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, moving_pattern(1, 16, 16), ["1.png"])
+    (tmp_path / "2.png").write_bytes(png_header(15000, 15000))
+    got, error = read_until_error(open_source(str(tmp_path)))
+    assert [f.index for f in got] == [0]
+    assert isinstance(error, FrameTooLargeError) and error.width == 15000
+
+
+def test_an_image_whose_header_gives_no_size_is_refused_undecoded(
+    tmp_path: Path, no_decoding: None
+) -> None:
+    odd = tmp_path / "odd.png"
+    odd.write_bytes(b"GIF89a" + bytes(200))  # no header of the formats read as images
+    with pytest.raises(NotAVideoError, match="header gives its size, so it is not decoded"):
+        read_all(open_source(str(odd)))
 
 
 def test_image_over_the_limit_midway_in_a_folder_keeps_earlier_frames(tmp_path: Path) -> None:
