@@ -39,6 +39,19 @@ class InputNotFoundError(SourceError):
         super().__init__(source, "no such file or folder", "check the path")
 
 
+class OutsideAllowedRootsError(SourceError):
+    """A file a source was about to open resolves (links, ``..``) outside the allowed
+    roots: a link inside an allowed folder that points elsewhere, say."""
+
+    def __init__(self, source: str, path: str, roots: list[str]) -> None:
+        self.path = path
+        super().__init__(
+            source,
+            f"{path} leads outside the allowed roots ({', '.join(roots)})",
+            "remove the link, or add its target's folder to queue.allowed_roots",
+        )
+
+
 class NotAVideoError(SourceError):
     def __init__(self, source: str, detail: str) -> None:
         super().__init__(

@@ -11,6 +11,7 @@ from engine.config import Config
 from engine.frames import Frame
 from engine.queue.running import RunningJob
 from engine.sources import Source, SourceSettings, open_source
+from engine.sources.confine import Confinement
 from engine.sources.live import LiveFeedSource, LiveSettings
 
 
@@ -54,7 +55,8 @@ def open_job_source(config: Config, live: LiveSettings, job: RunningJob) -> Sour
             epoch=job.epoch,
             stop=job.stop,
         )
-    return open_source(job.spec.source, settings)
+    # Every file the source opens is held to the allowed roots, a folder's images too.
+    return open_source(job.spec.source, settings, Confinement(config.queue.allowed_roots))
 
 
 def job_frames(config: Config, live: LiveSettings, job: RunningJob) -> Iterator[Frame]:

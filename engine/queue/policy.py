@@ -6,21 +6,23 @@ once every symbolic link and ``..`` is resolved, lie inside one of ``allowed_roo
 read. A job's ``max_duration_s`` may not exceed ``max_job_duration_s``. A refusal is a
 :class:`~engine.queue.errors.JobRefusedError` whose reason says which setting to change.
 
-The check is made again at open time by the operating system's permissions only, so a
-symbolic link swapped in between could still redirect a read: keep allowed roots
+The worker opens the source confined to the same roots
+(:class:`~engine.sources.confine.Confinement`): every file it opens, each image of a
+folder included, is resolved and checked again just before it is opened. A link swapped
+between that check and the open could still redirect one read: keep allowed roots
 writable only by trusted users.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from engine.config import QueueConfig
 from engine.queue.errors import JobRefusedError
 from engine.queue.job import JobSpec
 from engine.redaction import redact_url
 from engine.sources import list_schemes
+from engine.sources.confine import Confinement
 from engine.sources.urls import file_url_path, url_scheme
 
 
@@ -33,7 +35,8 @@ class SourcePolicy:
         allowed_schemes: tuple[str, ...] | list[str],
         max_job_duration_s: float = 0.0,
     ) -> None:
-        self.roots = [Path(os.path.realpath(r)) for r in allowed_roots]
+        self.confinement = Confinement(allowed_roots)
+        self.roots = self.confinement.roots
         self.schemes = tuple(s.lower() for s in allowed_schemes)
         self.max_job_duration_s = max_job_duration_s
 
@@ -83,8 +86,7 @@ class SourcePolicy:
                 f"{shown}: local files are not allowed on this worker (queue.allowed_roots "
                 "is empty; start it with --allow-root DIR)",
             )
-        real = Path(os.path.realpath(path))
-        if not any(real == root or real.is_relative_to(root) for root in self.roots):
+        if not self.confinement.contains(path):
             raise JobRefusedError(
                 job_id,
                 f"{shown}: outside the allowed roots ({', '.join(map(str, self.roots))}; "

@@ -41,6 +41,7 @@ from engine.errors import (
     UnreadableImageError,
 )
 from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.confine import Confinement
 from engine.sources.settings import SourceSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class _ImageSequence(DecodingSource):
     """Images read one per frame, in the order of :attr:`paths`."""
 
     paths: list[Path]
+    confine: Confinement | None = None
+    """Where every image must resolve (``engine.sources.confine``); None: anywhere."""
 
     def _declared_extent(self) -> tuple[int | None, float | None]:
         return len(self.paths), len(self.paths) / self.settings.image_folder_fps
@@ -71,6 +74,8 @@ class _ImageSequence(DecodingSource):
     def _decode(self) -> Generator[DecodedFrame, None, None]:
         fps = self.settings.image_folder_fps
         for index, path in enumerate(self.paths):
+            if self.confine is not None:  # again when opened: a link may have changed
+                self.confine.check(self.name, path)
             try:
                 size = _probe_size(path)
             except OSError as error:
@@ -104,7 +109,10 @@ class _ImageSequence(DecodingSource):
 class ImageFolderSource(_ImageSequence):
     """The images directly inside a folder, in natural order, one frame each.
 
-    Raises :class:`EmptySourceError` at construction when the folder holds no image.
+    Raises :class:`EmptySourceError` at construction when the folder holds no image, and
+    :class:`OutsideAllowedRootsError` when ``confine`` is given and an image of the folder
+    resolves outside it (checked for every image before the first frame, and again as
+    each is opened).
     """
 
     def __init__(
@@ -112,8 +120,10 @@ class ImageFolderSource(_ImageSequence):
         folder: str | os.PathLike[str],
         settings: SourceSettings | None = None,
         name: str | None = None,
+        confine: Confinement | None = None,
     ) -> None:
         super().__init__(name if name is not None else str(folder), settings or SourceSettings())
+        self.confine = confine
         self.folder = Path(folder)
         self.paths = sorted(
             (
@@ -123,6 +133,8 @@ class ImageFolderSource(_ImageSequence):
             ),
             key=lambda p: natural_key(p.name),
         )
+        for path in self.paths if confine is not None else ():
+            confine.check(self.name, path)
         if not self.paths:
             raise EmptySourceError(
                 self.name, "no image files (" + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")"
@@ -139,8 +151,10 @@ class ImageFileSource(_ImageSequence):
         path: str | os.PathLike[str],
         settings: SourceSettings | None = None,
         name: str | None = None,
+        confine: Confinement | None = None,
     ) -> None:
         super().__init__(name if name is not None else str(path), settings or SourceSettings())
+        self.confine = confine
         self.paths = [Path(path)]
 
     def _unreadable(self, index: int, path: Path, detail: str) -> SourceError:

@@ -23,6 +23,7 @@ from pathlib import Path
 from engine.errors import InputNotFoundError, UnsupportedSourceError
 from engine.registry import Registry
 from engine.sources.base import Source
+from engine.sources.confine import Confinement
 from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
 from engine.sources.settings import SourceSettings
@@ -53,30 +54,46 @@ def list_schemes() -> list[str]:
     return sorted(SCHEMES)
 
 
-def open_source(spec: str, settings: SourceSettings | None = None) -> Source:
-    """Open the input ``spec`` (a path or URL) as a :class:`Source`; see the module doc."""
+def open_source(
+    spec: str, settings: SourceSettings | None = None, confine: Confinement | None = None
+) -> Source:
+    """Open the input ``spec`` (a path or URL) as a :class:`Source`; see the module doc.
+
+    ``confine`` holds every local file the source opens (a folder's images included) to
+    its roots (``engine.sources.confine``); None opens any file.
+    """
     settings = settings or SourceSettings()
     scheme = url_scheme(spec)
+    if scheme == "file":
+        return open_path(spec, settings, Path(file_url_path(spec)), confine)
     if scheme is not None:
         opener = SCHEMES.find(scheme)
         if opener is None:
             raise UnsupportedSourceError(spec, scheme, list_schemes())
         return opener(spec, settings)
-    return open_path(spec, settings)
+    return open_path(spec, settings, confine=confine)
 
 
-def open_path(spec: str, settings: SourceSettings, path: Path | None = None) -> Source:
+def open_path(
+    spec: str,
+    settings: SourceSettings,
+    path: Path | None = None,
+    confine: Confinement | None = None,
+) -> Source:
     """Open a local folder or file; ``spec`` names it in frames and errors."""
     path = Path(spec) if path is None else path
+    if confine is not None and path.exists():
+        confine.check(spec, path)
     if path.is_dir():
-        return ImageFolderSource(path, settings, name=spec)
+        return ImageFolderSource(path, settings, name=spec, confine=confine)
     if not path.exists():
         raise InputNotFoundError(spec)
     if is_image_path(path):
-        return ImageFileSource(path, settings, name=spec)
+        return ImageFileSource(path, settings, name=spec, confine=confine)
     return open_video_file(path, settings, name=spec)
 
 
 @register_scheme("file")
 def _open_file_url(spec: str, settings: SourceSettings) -> Source:
+    """``file://`` URLs (``open_source`` opens them itself, to pass its confinement)."""
     return open_path(spec, settings, Path(file_url_path(spec)))

@@ -15,6 +15,7 @@ from engine.errors import (
     FrameTooLargeError,
     InputNotFoundError,
     NotAVideoError,
+    OutsideAllowedRootsError,
     SourceError,
     SourceTooLongError,
     UnreadableImageError,
@@ -33,6 +34,7 @@ from engine.sources import (
     register_scheme,
     unregister_scheme,
 )
+from engine.sources.confine import Confinement
 from engine.sources.sampler import JITTER_TOLERANCE
 from tests.media import (
     damage_packets,
@@ -567,3 +569,32 @@ def test_frames_batch_with_the_engine_batcher(tmp_path: Path) -> None:
 def test_the_sampler_refuses_rates_its_arithmetic_cannot_hold(fps: float) -> None:
     with pytest.raises(ValueError, match="fps must be from"):
         FrameSampler(fps=fps)
+
+
+# --- confinement (a worker's allowed roots) ------------------------------------------------
+
+
+def test_a_link_out_of_a_confined_folder_is_refused_before_any_frame(tmp_path: Path) -> None:
+    """Every file a confined source opens is checked, not only the folder it was given;
+    links that stay inside the roots are fine, and unconfined sources follow any link."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (secret,) = write_image_folder(outside, moving_pattern(1, 16, 16))
+    folder = root / "clips"
+    write_image_folder(folder, moving_pattern(2, 16, 16), ["1.png", "3.png"])
+    (folder / "2.png").symlink_to(folder / "1.png")  # inside: allowed
+    confined = Confinement([root])
+    assert len(read_all(open_source(str(folder), confine=confined))) == 3
+    (folder / "4.png").symlink_to(secret)
+    with pytest.raises(OutsideAllowedRootsError, match=r"4\.png leads outside") as raised:
+        open_source(str(folder), confine=confined)
+    assert raised.value.path == str(folder / "4.png")
+    assert len(read_all(open_source(str(folder)))) == 4  # veritas run: the user's own files
+    # A file:// URL of a link, and a link swapped in after the folder was listed.
+    with pytest.raises(OutsideAllowedRootsError):
+        open_source(f"file://{folder / '4.png'}", confine=confined)
+    (folder / "4.png").unlink()
+    source = open_source(str(folder), confine=confined)
+    (folder / "3.png").unlink()
+    (folder / "3.png").symlink_to(secret)
+    got, error = read_until_error(source)
+    assert [f.index for f in got] == [0, 1] and isinstance(error, OutsideAllowedRootsError)

@@ -33,7 +33,13 @@ from tests.engine.queue.conftest import (
     free_port,
     wait_for,
 )
-from tests.media import encode_video, face_frames, moving_pattern, png_header
+from tests.media import (
+    encode_video,
+    face_frames,
+    moving_pattern,
+    png_header,
+    write_image_folder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -161,11 +167,16 @@ def test_a_job_of_a_killed_worker_finishes_on_another_with_every_frame_once(
 
 
 def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
-    redis_server, worker, tmp_path
+    redis_server, worker, tmp_path, tmp_path_factory
 ):
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video")
     bomb = tmp_path / "bomb.png"  # declares 15000x15000 in a few hundred bytes
+    # An allowed folder holding a link to an image outside the allowed root (tmp_path).
+    secret = write_image_folder(tmp_path_factory.mktemp("outside"), moving_pattern(1, 16, 16))
+    linked = tmp_path / "linked"
+    write_image_folder(linked, moving_pattern(1, 16, 16), ["1.png"])
+    (linked / "2.png").symlink_to(secret[0])
     bomb.write_bytes(png_header(15000, 15000))
     good = encode_video(tmp_path / "good.mp4", moving_pattern(8, 64, 64))
     client = redis_server.client()
@@ -208,6 +219,7 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
         raw(job("long", max_duration_s=3600.0)): "over this worker's limit of 5 s",
         raw(job("missing", source=str(tmp_path / "nope.mp4"))): "no such file or folder",
         raw(job("notvideo", source=str(not_video))): "not a readable video",
+        raw(job("linked", source=str(linked))): f"{linked / '2.png'} leads outside the allowed",
         raw(job("bomb", source=str(bomb))): "frame is 15000x15000 (225000000 pixels), over",
         raw(job("silent", source=f"tcp://127.0.0.1:{dead_port}")): (
             f"failed 2 times; last: tcp://127.0.0.1:{dead_port}: no frame from the feed"
@@ -223,7 +235,7 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
     # Every job whose id could be read is failed with its reason (an over-size payload
     # is not decoded at all, so its id stays unknown).
     for job_id in ("v99", "typed", "rate", "subnormal", "passwd", "dots", "scheme", "long",
-                   "missing", "notvideo", "bomb", "silent"):  # fmt: skip
+                   "missing", "notvideo", "linked", "bomb", "silent"):  # fmt: skip
         state = queue.job(job_id)
         assert state.status is JobStatus.FAILED and state.error, job_id
     assert w.alive(), w.logs()[-3000:]
