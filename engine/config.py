@@ -199,7 +199,12 @@ class QueueConfig:
     heartbeat_s: float = 10.0
     """Workers renew the claims of their jobs this often (at most claim_idle_s / 2)."""
     max_attempts: int = 3
-    """A job that fails (or whose worker dies) this many times goes to the dead stream."""
+    """A job that fails this many times (an error its worker reported) goes to the dead
+    stream."""
+    max_worker_losses: int = 5
+    """A job whose workers stop without reporting (killed, crashed, cut off) this many
+    times in a row, with no frame recorded in between, goes to the dead stream: it may be
+    what kills them. Losses in attempts that recorded frames are not counted."""
     max_queue_length: int = 10_000
     """``submit`` refuses new jobs while this many are waiting or running."""
     max_payload_bytes: int = 16_384
@@ -249,6 +254,7 @@ class QueueConfig:
         _check_range("queue.claim_idle_s", self.claim_idle_s, 0.5, 86_400)
         _check_range("queue.heartbeat_s", self.heartbeat_s, 0.05, self.claim_idle_s / 2)
         _check_range("queue.max_attempts", self.max_attempts, 1, 1000)
+        _check_range("queue.max_worker_losses", self.max_worker_losses, 1, 1000)
         _check_range("queue.max_queue_length", self.max_queue_length, 1, 1 << 40)
         _check_range("queue.max_payload_bytes", self.max_payload_bytes, 256, 1 << 26)
         _check_range("queue.results_max_len", self.results_max_len, 1, 1 << 40)

@@ -7,8 +7,10 @@ outcome in Redis, retried while Redis is unreachable.
 **Failures.** A job whose input is wrong (missing or unreadable file, not video, a
 path or scheme not allowed) fails at once and goes to the dead stream. A job that
 fails otherwise (a feed that gives no frame, a model error on its frames) is handed
-back for another try, and dead-lettered after ``max_attempts``; a worker that dies
-counts as a failed attempt of each job it held. Redis outages are ridden out with
+back for another try, and dead-lettered after ``max_attempts`` such failures. A worker
+that dies is not a failure of its jobs: the next start counts the loss only when the
+lost attempt recorded no frame, and ``max_worker_losses`` such losses in a row
+dead-letter the job (``engine.queue.intake``). Redis outages are ridden out with
 back-off: results are retried until written (so a frame is never skipped), file
 readers wait, live feeds drop frames.
 """
@@ -84,25 +86,31 @@ class JobEndings:
         ``ended``: its source has already ended (else it is stopped)."""
         self.forget(held, stop_source=not ended)
         extra = {"job": held.spec.id, "attempt": held.attempts, "worker": self.name}
-        if retry and held.attempts < self.qc.max_attempts:
+        failures = held.failures_before + 1
+        if retry and failures < self.qc.max_attempts:
             log.warning(
-                "job %s failed (attempt %d of %d): %s; handing it back for a retry",
+                "job %s failed (failure %d of %d): %s; handing it back for a retry",
                 held.spec.id,
-                held.attempts,
+                failures,
                 self.qc.max_attempts,
                 reason,
                 extra=extra,
             )
             self.retry(
                 lambda: self.queue.release(
-                    held.spec.id, held.entry, self.name, reason, held.progress()
+                    held.spec.id,
+                    held.entry,
+                    self.name,
+                    reason,
+                    held.progress(),
+                    failures=failures,
                 ),
                 "handing back a job",
             )
             self.metrics.jobs_released.labels("retry").inc()
             return
         if retry:
-            reason = f"failed {held.attempts} times; last: {reason}"
+            reason = f"failed {failures} times; last: {reason}"
         log.error("job %s failed for good: %s", held.spec.id, reason, extra=extra)
         self.retry(
             lambda: self.queue.dead_letter(

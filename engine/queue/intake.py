@@ -185,11 +185,13 @@ class JobIntake:
                 entry, f"another entry ({started.status}) already runs job {spec.id}", None, raw
             )
             return
-        if started.attempts > self.qc.max_attempts:
-            last = started.error or (
-                "its worker stopped without reporting (killed, crashed or cut off)"
+        if started.losses >= self.qc.max_worker_losses:
+            last = started.error or "none reported"
+            reason = (
+                f"its workers stopped {started.losses} times in a row without recording a "
+                "frame (killed, crashed or cut off): it may be what kills them; last error: "
+                f"{last}"
             )
-            reason = f"gave up after {started.attempts - 1} attempts; last: {last}"
             log.error("job %s: %s", spec.id, reason, extra=extra)
             self.queue.dead_letter(
                 entry,
@@ -223,8 +225,8 @@ class JobIntake:
             )
         elif spec.submitted:
             self.metrics.queue_wait.observe(max(0.0, time.time() - spec.submitted))
-        last = self.queue.last_frame(spec.id)
         history = started.progress or {}
+        resumed = started.resume_from > 0
         held = RunningJob(
             key=f"{spec.id}#{started.attempts}-{uuid.uuid4().hex[:6]}",
             entry=entry,
@@ -233,9 +235,10 @@ class JobIntake:
             mode=mode,
             live=live,
             attempts=started.attempts,
-            resume_from=last[0] + 1 if last else 0,
+            resume_from=started.resume_from,
+            failures_before=started.failures,
             epoch=started.epoch,
-            frames_before=int(history.get("frames") or 0) if last else 0,
+            frames_before=int(history.get("frames") or 0) if resumed else 0,
             dropped_before=int(history.get("dropped") or 0),
         )
         self.run(held)

@@ -46,6 +46,7 @@ SUBMIT_WINDOW_S = 300
 """A job hash lives this long on its own before its stream entry is added (seconds)."""
 
 _START = """
+-- ARGV: entry, worker, now, masked source, mode, live epoch, the frame it resumes from.
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' or status == 'cancelled' then
   return {'skip', status}
@@ -57,8 +58,16 @@ end
 local previous = redis.call('HGET', KEYS[1], 'worker') or ''
 local was = status or ''
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+-- A job still 'running' lost its worker. The loss counts against the job only when that
+-- attempt recorded nothing: a job that advanced is not one that kills its workers.
+local losses = tonumber(redis.call('HGET', KEYS[1], 'losses')) or 0
+if was == 'running' then
+  local before = tonumber(redis.call('HGET', KEYS[1], 'resumed_from')) or -1
+  if tonumber(ARGV[7]) > before then losses = 0 else losses = losses + 1 end
+  redis.call('HSET', KEYS[1], 'losses', losses)
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'updated', ARGV[3],
-           'entry', ARGV[1])
+           'entry', ARGV[1], 'resumed_from', ARGV[7])
 redis.call('HSETNX', KEYS[1], 'started', ARGV[3])
 redis.call('HSETNX', KEYS[1], 'source', ARGV[4])
 redis.call('HSETNX', KEYS[1], 'mode', ARGV[5])
@@ -69,7 +78,9 @@ if epoch == '' and ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[6])
   epoch = ARGV[6]
 end
-return {'run', tostring(attempts), previous, progress, err, epoch, was}
+local failures = redis.call('HGET', KEYS[1], 'failures') or '0'
+return {'run', tostring(attempts), previous, progress, err, epoch, was, tostring(losses),
+        failures}
 """
 
 _FINISH = """
@@ -99,6 +110,7 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'updated', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'failures', ARGV[6], 'losses', 0) end
 return 'queued'
 """
 
@@ -173,6 +185,12 @@ class Started:
     epoch: float | None = None
     was: str = ""
     """The status before: ``running`` means its last worker died or went silent."""
+    resume_from: int = 0
+    """The first frame not recorded yet: where this attempt starts."""
+    losses: int = 0
+    """Workers lost in a row (stopped without reporting) in attempts that recorded no frame."""
+    failures: int = 0
+    """Failures of the job itself reported by its workers (``max_attempts`` bounds them)."""
 
 
 class Queue:
@@ -386,7 +404,13 @@ class Queue:
     # --- workers ------------------------------------------------------------------------
 
     def start(self, spec: JobSpec, entry: str, worker: str, mode: Mode, live: bool) -> Started:
-        """Mark ``spec`` running on ``worker`` and count the attempt (one atomic step)."""
+        """Mark ``spec`` running on ``worker`` and count the attempt (one atomic step).
+
+        The attempt resumes after the last recorded frame; a loss of the previous worker
+        is counted (``Started.losses``) only when that attempt recorded no frame.
+        """
+        last = self.last_frame(spec.id)
+        resume_from = last[0] + 1 if last else 0
         reply = [
             _text(x)
             for x in self._scripts["start"](
@@ -398,12 +422,13 @@ class Queue:
                     redact_url(spec.source),
                     mode.value,
                     _now() if live else "",
+                    resume_from,
                 ],
             )
         ]
         if reply[0] != "run":
             return Started(reply[0], status=reply[1])
-        _, attempts, previous, progress, error, epoch, was = reply
+        _, attempts, previous, progress, error, epoch, was, losses, failures = reply
         try:
             history = json.loads(progress) if progress else {}
         except ValueError:
@@ -417,6 +442,9 @@ class Queue:
             error=error,
             epoch=float(epoch) if epoch else None,
             was=was,
+            resume_from=resume_from,
+            losses=int(losses),
+            failures=int(failures or 0),
         )
 
     def finish(
@@ -462,10 +490,12 @@ class Queue:
         error: str = "",
         progress: Mapping[str, Any] | None = None,
         handback: bool = False,
+        failures: int | None = None,
     ) -> str:
         """Give a job back to the queue for any worker to take at once.
 
-        ``handback`` (a graceful stop) does not count the attempt. Returns ``queued``,
+        ``handback`` (a graceful stop) does not count the attempt; ``failures`` (a retry
+        after a failure of the job) is its new count of failures. Returns ``queued``,
         or ``cancelled`` (then the entry is acknowledged instead), or ``foreign``.
         """
         outcome = _text(
@@ -477,6 +507,7 @@ class Queue:
                     redact(error),
                     json.dumps(progress) if progress else "",
                     "1" if handback else "",
+                    "" if failures is None else failures,
                 ],
             )
         )

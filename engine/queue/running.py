@@ -28,6 +28,8 @@ class RunningJob:
     epoch: float | None
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    failures_before: int = 0
+    """Failures of the job reported by earlier attempts (``queue.max_attempts`` bounds them)."""
     frames_before: int = 0
     """Frames recorded by earlier attempts (from the job's progress)."""
     dropped_before: int = 0

@@ -15,6 +15,7 @@ from engine.pipeline import BatchResult
 from engine.queue.job import JobSpec, JobStatus, Mode
 from engine.queue.keys import GROUP
 from engine.queue.queue import RELEASE_IDLE_MS, Queue
+from engine.queue.results import ResultWriter
 from engine.queue.worker import Worker
 from engine.records import FrameRecord
 from tests.engine.queue.conftest import wait_for
@@ -58,6 +59,7 @@ def config(tmp_path, *overrides: str):
             "queue.claim_idle_s=1.0",
             "queue.heartbeat_s=0.2",
             "queue.max_attempts=2",
+            "queue.max_worker_losses=2",
             f'queue.allowed_roots=["{tmp_path}"]',
             "pipeline.batch_size=4",
             "pipeline.max_batch_latency_ms=10",
@@ -105,9 +107,50 @@ def test_a_job_whose_workers_keep_dying_is_dead_lettered(redis_server, tmp_path)
     worker.work(install_signals=False)
     state = queue.job(job)
     assert state.status is JobStatus.FAILED and state.attempts == 2
-    assert "gave up after 2 attempts" in state.error and "stopped without reporting" in state.error
+    assert "its workers stopped 2 times in a row without recording a frame" in state.error
     assert queue.backlog() == 0  # acknowledged: it will not come back
     assert list(queue.results(job)) == []  # never run a third time
+
+
+def _ghost_attempt(client, queue: Queue, spec: JobSpec, entry: str, ghost: str, frames) -> int:
+    """A worker takes the job, records ``frames`` and dies (its entry left pending);
+    returns the losses counted against the job when it started."""
+    client.xclaim(queue.keys.jobs, GROUP, ghost, 0, [entry], justid=True)
+    started = queue.start(spec, entry, ghost, Mode.LOSSLESS, live=False)
+    assert started.action == "run" and started.resume_from == frames.start
+    writer = ResultWriter(queue.keys, queue.config.results_max_len)
+    pipe = client.pipeline(transaction=False)
+    records = [
+        FrameRecord(spec.id, spec.source, i, i / 25, (), "untrained", {}).to_dict() for i in frames
+    ]
+    writer.add(pipe, spec.id, records)
+    pipe.execute()
+    return started.losses
+
+
+def test_a_job_that_advances_survives_any_number_of_worker_deaths(redis_server, tmp_path):
+    """Preemption storms kill workers, not jobs: five workers die in turn while the job
+    advances (max_worker_losses=2, max_attempts=2), and the sixth finishes it with each
+    frame once. A death in an attempt that recorded nothing is counted, and progress
+    clears the count."""
+    n = 12
+    clip = encode_video(tmp_path / "clip.mp4", moving_pattern(n, 64, 64))
+    client = redis_server.client()
+    queue = Queue(client)
+    job = queue.enqueue(str(clip))
+    entry = client.xreadgroup(GROUP, "g0", {queue.keys.jobs: ">"})[0][1][0][0].decode()
+    spec = JobSpec(job, str(clip))
+    chunks = [range(0, 2), range(2, 4), range(4, 4), range(4, 7), range(7, 9)]
+    losses = [_ghost_attempt(client, queue, spec, entry, f"g{i}", f) for i, f in enumerate(chunks)]
+    assert losses == [0, 0, 0, 1, 0]  # the third recorded nothing: counted, then cleared
+    client.xclaim(queue.keys.jobs, GROUP, "g4", 0, [entry], idle=RELEASE_IDLE_MS, justid=True)
+    worker = Worker(client, config(tmp_path), pipeline=StandInModels(), name="w", burst=True)
+    worker.work(install_signals=False)
+    state = queue.job(job)
+    assert state.status is JobStatus.DONE, state.error
+    assert state.attempts == 6 and state.progress["resumed_from"] == 9
+    assert [r["frame"] for r in queue.results(job)] == list(range(n))
+    assert queue.dead_letters() == []
 
 
 def test_cancelling_a_running_job_stops_it_and_the_worker_goes_on(redis_server, tmp_path):
