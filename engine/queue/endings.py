@@ -159,7 +159,7 @@ class JobEndings:
                 )
         return handed
 
-    def hand_back(self, held: RunningJob) -> None:
+    def hand_back(self, held: RunningJob, why: str = "shutdown") -> None:
         self.forget(held, stop_source=True)
         outcome = self.retry(
             lambda: self.queue.release(
@@ -167,7 +167,7 @@ class JobEndings:
             ),
             "handing back a job",
         )
-        self.metrics.jobs_released.labels("shutdown").inc()
+        self.metrics.jobs_released.labels(why).inc()
         log.info(
             "job %s handed back (%s) after %d frames; the next worker resumes %s",
             held.spec.id,
@@ -176,3 +176,18 @@ class JobEndings:
             "from now" if held.live else "after its last recorded frame",
             extra={"job": held.spec.id, "frames": held.written},
         )
+
+    def rewind(self, held: RunningJob, stored: int) -> None:
+        """Redis lost frames of ``held`` it had acknowledged (it restarted from older
+        data): hand the job back, not counted as an attempt, so that its next start
+        resumes after ``stored``, the last frame really there."""
+        log.warning(
+            "job %s: Redis lost frames %d to %d it had acknowledged (restarted from older "
+            "data); handing the job back to resume from frame %d",
+            held.spec.id,
+            stored + 1,
+            held.stored,
+            stored + 1,
+            extra={"job": held.spec.id, "stored": stored, "expected": held.stored},
+        )
+        self.hand_back(held, why="rewind")

@@ -236,6 +236,7 @@ class JobIntake:
             live=live,
             attempts=started.attempts,
             resume_from=started.resume_from,
+            stored=started.resume_from - 1,
             failures_before=started.failures,
             epoch=started.epoch,
             frames_before=int(history.get("frames") or 0) if resumed else 0,

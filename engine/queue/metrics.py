@@ -13,7 +13,7 @@ name                              type       meaning
 ``jobs_active``                   gauge      jobs this worker holds
 ``jobs_finished_total{status}``   counter    jobs ended here: done, failed, cancelled
 ``jobs_reclaimed_total``          counter    jobs taken over from a silent worker
-``jobs_released_total{reason}``   counter    jobs given back: shutdown, retry, lost
+``jobs_released_total{reason}``   counter    jobs given back: shutdown, retry, lost, rewind
 ``jobs_dead_total``               counter    jobs moved to the dead stream
 ``queue_lag``                     gauge      jobs in the stream not yet delivered
 ``queue_pending``                 gauge      jobs delivered and not acknowledged

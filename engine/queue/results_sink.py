@@ -26,7 +26,7 @@ from engine.frames import FrameBatch
 from engine.pipeline import BatchResult
 from engine.queue.keys import Keys
 from engine.queue.metrics import WorkerMetrics
-from engine.queue.results import ResultWriter
+from engine.queue.results import ResultsLostError, ResultWriter
 from engine.queue.running import RunningJob
 from engine.sinks import Sink
 
@@ -41,7 +41,8 @@ class RedisResultsSink(Sink):
     ``retry(call, doing)`` runs ``call`` until Redis answers (the worker's back-off);
     ``fail(job, reason, retry)`` ends a job whose results cannot be written;
     ``count_live(job)`` brings its drop and reconnect counts up to date before its
-    progress is written.
+    progress is written; ``rewind(job, stored)`` hands back a job whose stream Redis
+    lost frames of (it ends at ``stored``), so that it resumes from what is really there.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class RedisResultsSink(Sink):
         fail: Callable[..., None],
         count_live: Callable[[RunningJob], None],
         metrics: WorkerMetrics,
+        rewind: Callable[[RunningJob, int], None],
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -63,6 +65,7 @@ class RedisResultsSink(Sink):
         self.fail = fail
         self.count_live = count_live
         self.metrics = metrics
+        self.rewind = rewind
 
     def write(self, result: BatchResult, batch: FrameBatch) -> None:
         records: dict[str, list[dict[str, Any]]] = {}
@@ -89,7 +92,7 @@ class RedisResultsSink(Sink):
             job = self.jobs.get(key)
             if job is None:  # failed on an earlier try of this write
                 continue
-            n = self.writer.add(pipe, job.spec.id, recs)
+            n = self.writer.add(pipe, job.spec.id, recs, job.stored)
             spans.append((job, recs, n))
             self.count_live(job)
             progress = {
@@ -106,14 +109,20 @@ class RedisResultsSink(Sink):
         i = 0
         for job, recs, n in spans:
             try:
-                written, duplicates = ResultWriter.count(replies[i : i + n])
+                appended = ResultWriter.count(replies[i : i + n])
+            except ResultsLostError as lost:
+                i += n + 1
+                self.rewind(job, lost.stored)
+                continue
             except redis.ResponseError as error:  # e.g. WRONGTYPE: the key was tampered with
                 self.fail(job, f"its results cannot be written ({error})", retry=False)
                 i += n + 1
                 continue
             i += n + 1
+            written, duplicates = appended.written, appended.duplicates
             job.written += written
             job.duplicates += duplicates
+            job.stored = appended.last
             job.last_frame, job.last_pts = recs[-1]["frame"], recs[-1]["pts"]
             if duplicates:
                 self.metrics.duplicates.inc(duplicates)

@@ -28,6 +28,9 @@ class RunningJob:
     epoch: float | None
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    stored: int = -1
+    """The last frame of the job's results stream as this worker last saw it (checked by
+    every write: a stream behind it means Redis lost writes)."""
     failures_before: int = 0
     """Failures of the job reported by earlier attempts (``queue.max_attempts`` bounds them)."""
     frames_before: int = 0

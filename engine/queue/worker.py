@@ -157,6 +157,7 @@ class Worker:
             self.endings.fail,
             self._count_live,
             self.metrics,
+            self.endings.rewind,
         )
         self.path = FramePath(
             self.pipeline,

@@ -29,7 +29,7 @@ from engine.queue.heartbeat import Heartbeat
 from engine.queue.job import JobSpec, JobStatus, Mode
 from engine.queue.keys import GROUP
 from engine.queue.queue import Queue
-from engine.queue.results import ResultWriter
+from engine.queue.results import ResultsLostError, ResultWriter
 from engine.sources import open_source
 from engine.sources.urls import file_url_path
 from tests.engine.queue.conftest import REPO, free_port, wait_for
@@ -49,11 +49,14 @@ def record(job: str, frame: int) -> dict:
     }
 
 
-def write(client: redis.Redis, queue: Queue, job: str, frames: range) -> tuple[int, int]:
+def write(
+    client: redis.Redis, queue: Queue, job: str, frames: range, stored: int = -1
+) -> tuple[int, int]:
     writer = ResultWriter(queue.keys, queue.config.results_max_len)
     pipe = client.pipeline(transaction=False)
-    writer.add(pipe, job, [record(job, f) for f in frames])
-    return ResultWriter.count(pipe.execute(raise_on_error=False))
+    writer.add(pipe, job, [record(job, f) for f in frames], stored)
+    appended = ResultWriter.count(pipe.execute(raise_on_error=False))
+    return appended.written, appended.duplicates
 
 
 def take(client: redis.Redis, queue: Queue, consumer: str, count: int = 10) -> list[str]:
@@ -218,6 +221,22 @@ def test_a_frame_is_recorded_once_and_in_order_whoever_writes_it(redis_server):
     assert frames == list(range(15))
     assert queue.last_frame("j") == (14, pytest.approx(14 / 25))
     assert [r["frame"] for r in queue.results("j", start_frame=12)] == [12, 13, 14]
+
+
+def test_a_write_after_redis_lost_acknowledged_frames_appends_nothing(redis_server):
+    """The writer saw frame 9 stored; Redis comes back holding frames 0..5 only (an older
+    snapshot): appending 10..12 would leave a hole, so the write is refused whole."""
+    client = redis_server.client()
+    queue = Queue(client)
+    assert write(client, queue, "j", range(10)) == (10, 0)
+    client.delete(queue.keys.results("j"))  # Redis restarts from a snapshot of 0..5
+    assert write(client, queue, "j", range(6)) == (6, 0)
+    with pytest.raises(ResultsLostError) as lost:
+        write(client, queue, "j", range(10, 13), stored=9)
+    assert lost.value.stored == 5
+    assert [r["frame"] for r in queue.results("j")] == list(range(6))
+    assert write(client, queue, "j", range(6, 13), stored=5) == (7, 0)  # resumed: no hole
+    assert [r["frame"] for r in queue.results("j")] == list(range(13))
 
 
 def test_results_are_capped_per_job_and_expire_after_it_ends(redis_server):

@@ -10,6 +10,7 @@ machine, and the tests finish as soon as the condition holds.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -293,6 +294,37 @@ def test_a_worker_rides_out_a_redis_restart_that_forgot_everything(redis_server,
     logs = w.logs()
     assert "redis is back" in logs and "Traceback" not in logs
     assert redis_server.password not in logs
+
+
+def test_a_redis_restored_from_an_older_snapshot_leaves_no_hole(redis_server, worker, tmp_path):
+    """A power cut with a lagging persistence (an RDB, or an AOF with appendfsync
+    everysec): Redis comes back holding less than it acknowledged. The worker's next write
+    sees its results stream behind, appends nothing, and hands the job back to resume
+    from the last frame really stored: the job ends done with every frame once."""
+    n = 150
+    clip = encode_video(tmp_path / "long.mp4", moving_pattern(n, 128, 128))
+    client = redis_server.client()
+    queue = Queue(client)
+    w = worker(redis_server, name="target")
+    wait_for(lambda: consumers_ready(client, ["target"]), 90, "the worker")
+    job = queue.enqueue(str(clip))
+    wait_for(lambda: client.xlen(queue.keys.results(job)) >= 10, 60, "10 frames recorded")
+    client.save()  # the snapshot the restart will come back from
+    snapshot = client.xlen(queue.keys.results(job))
+    shutil.copy(redis_server.folder / "dump.rdb", tmp_path / "older.rdb")
+    wait_for(lambda: client.xlen(queue.keys.results(job)) >= snapshot + 20, 60, "20 more frames")
+    assert status(queue, job) is JobStatus.RUNNING, "the job finished too soon"
+    redis_server.process.kill()  # a power cut: nothing written since the snapshot survives
+    redis_server.process.wait()
+    shutil.copy(tmp_path / "older.rdb", redis_server.folder / "dump.rdb")
+    redis_server.start()
+    client = redis_server.client()
+    queue = Queue(client)
+    wait_for(lambda: status(queue, job) is JobStatus.DONE, 120, "the job to finish")
+    assert_each_frame_once(client, queue, job, n)
+    logs = w.logs()
+    assert f"job {job}: Redis lost frames {snapshot} to" in logs, logs[-3000:]
+    assert queue.job(job).progress["resumed_from"] <= snapshot
 
 
 def test_a_live_job_is_kept_while_its_worker_lives_then_handed_back_and_reconnected(
