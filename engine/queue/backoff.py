@@ -39,6 +39,8 @@ class RedisBackoff:
         self.stopping = stopping
         self.down_since: float | None = None
         """When Redis stopped answering (monotonic), None while it answers."""
+        self.back_at = -float("inf")
+        """When the last outage ended (monotonic)."""
 
     @property
     def up(self) -> bool:
@@ -70,6 +72,11 @@ class RedisBackoff:
                 time.monotonic() - self.down_since,
             )
             self.down_since = None
+            self.back_at = time.monotonic()
+
+    def since_outage(self) -> float:
+        """Seconds since this worker's last outage of Redis ended (inf: none yet)."""
+        return time.monotonic() - self.back_at
 
     def retry(self, call: Callable[[], T], doing: str) -> T:
         """``call()``, retried with back-off while Redis is unreachable."""

@@ -41,7 +41,13 @@ class JobIntake:
 
     ``free()`` is the number of free slots, ``busy()`` whether the worker holds or is
     still stopping any job, ``run(job)`` starts a job taken, ``join()`` (re)creates the
-    consumer group and the worker's place in it.
+    consumer group and the worker's place in it, ``since_outage()`` the seconds since
+    this worker last got Redis back after an outage.
+
+    After an outage no job is reclaimed for ``claim_idle_s``: while nobody could reach
+    Redis no worker could renew its claims, so an entry's idle time says nothing about
+    its worker then. Its worker renews it within ``heartbeat_s`` of Redis's return; one
+    that does not is silent for real and loses the job a ``claim_idle_s`` later.
     """
 
     def __init__(
@@ -56,6 +62,7 @@ class JobIntake:
         busy: Callable[[], bool],
         run: Callable[[RunningJob], None],
         join: Callable[[], None],
+        since_outage: Callable[[], float] = lambda: float("inf"),
         burst: bool = False,
     ) -> None:
         self.redis = client
@@ -65,6 +72,7 @@ class JobIntake:
         self.metrics = metrics
         self.policy = SourcePolicy.from_config(qc)
         self.free, self.busy, self.run, self.join = free, busy, run, join
+        self.since_outage = since_outage
         self.burst = burst
         self.drained = False
         """True when the last look found nothing to claim and nothing new."""
@@ -117,6 +125,8 @@ class JobIntake:
 
     def _reclaim(self, count: int) -> int:
         """Take over up to ``count`` entries idle for ``claim_idle_s``."""
+        if self.since_outage() < self.qc.claim_idle_s:
+            return 0  # claims could not be renewed during the outage: give peers time
         try:
             cursor, entries, *rest = self.redis.xautoclaim(
                 self.queue.keys.jobs,

@@ -146,6 +146,7 @@ class Worker:
             busy=lambda: bool(self._jobs or self._stopping),
             run=self._run,
             join=self._join,
+            since_outage=self.backoff.since_outage,
             burst=burst,
         )
         results = RedisResultsSink(

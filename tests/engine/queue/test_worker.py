@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -325,6 +326,38 @@ def test_a_redis_restored_from_an_older_snapshot_leaves_no_hole(redis_server, wo
     logs = w.logs()
     assert f"job {job}: Redis lost frames {snapshot} to" in logs, logs[-3000:]
     assert queue.job(job).progress["resumed_from"] <= snapshot
+
+
+def test_an_outage_longer_than_the_claim_time_costs_no_attempt(redis_server, worker, tmp_path):
+    """Redis (persistent) is down for longer than claim_idle_s while two workers with free
+    slots run two jobs: nobody could renew a claim, so when it is back nobody reclaims a
+    job (its own worker renews it first); both finish on their first attempt with every
+    frame once."""
+    n = 400
+    redis_server.stop()
+    redis_server.start(appendonly=True)
+    clip = encode_video(tmp_path / "long.mp4", moving_pattern(n, 128, 128))
+    client = redis_server.client()
+    queue = Queue(client)
+    flags = ["--concurrency", "2", "--set", "queue.heartbeat_s=1.0"]  # free slots to reclaim
+    workers = {name: worker(redis_server, *flags, name=name) for name in "ab"}
+    wait_for(lambda: consumers_ready(client, list(workers)), 90, "both workers")
+    jobs = [queue.enqueue(str(clip)) for _ in workers]
+    wait_for(
+        lambda: all(client.xlen(queue.keys.results(j)) >= 10 for j in jobs), 60, "both running"
+    )
+    redis_server.stop()
+    time.sleep(3.0)  # claim_idle_s is 2 s (FAST_QUEUE)
+    redis_server.start(appendonly=True)
+    client = redis_server.client()
+    queue = Queue(client)
+    assert all(status(queue, j) is JobStatus.RUNNING for j in jobs), "finished too soon"
+    wait_for(lambda: all(status(queue, j) is JobStatus.DONE for j in jobs), 120, "both jobs")
+    for j in jobs:
+        assert_each_frame_once(client, queue, j, n)
+        assert queue.job(j).attempts == 1, queue.job(j)
+    for w in workers.values():
+        assert "reclaimed from" not in w.logs(), w.logs()[-3000:]
 
 
 def test_a_live_job_is_kept_while_its_worker_lives_then_handed_back_and_reconnected(
