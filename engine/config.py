@@ -235,6 +235,9 @@ class QueueConfig:
     """Longest wait between reconnection attempts."""
     live_give_up_s: float = 120.0
     """A feed that yields no frame for this long (reconnecting all along) fails its job."""
+    live_first_frame_s: float = 30.0
+    """Until a feed's first frame of an attempt, it fails after this long instead: a feed
+    that never works holds a slot for at most this long per attempt."""
     poll_s: float = 1.0
     """Longest a worker blocks waiting for jobs; also its reaction time to signals."""
     trim_interval_s: float = 30.0
@@ -280,6 +283,7 @@ class QueueConfig:
             3600,
         )
         _check_range("queue.live_give_up_s", self.live_give_up_s, 0.1, 1e9)
+        _check_range("queue.live_first_frame_s", self.live_first_frame_s, 0.1, 1e9)
         _check_range("queue.poll_s", self.poll_s, 0.05, 10)
         _check_range("queue.trim_interval_s", self.trim_interval_s, 0.1, 86_400)
         _check_range("queue.stall_timeout_s", self.stall_timeout_s, 1, 86_400)

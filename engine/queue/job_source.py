@@ -24,6 +24,7 @@ def live_settings(config: Config) -> LiveSettings:
         reconnect_min_s=q.live_reconnect_min_s,
         reconnect_max_s=q.live_reconnect_max_s,
         give_up_s=q.live_give_up_s,
+        first_frame_s=q.live_first_frame_s,
     )
 
 

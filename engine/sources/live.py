@@ -31,8 +31,10 @@ errors) is :func:`redact_url` of the URL, and every error message is redacted.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Generator
@@ -84,6 +86,19 @@ class FeedUnavailableError(SourceError):
         )
 
 
+class FeedRefusedError(SourceError):
+    """The feed's server answered, but not with a stream this worker can follow (an HTTP
+    client error, a redirect to another protocol, a reply that is not media): trying
+    again would get the same answer, so the job fails at once."""
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(
+            source,
+            f"the server's answer is not a video stream ({redact(detail)})",
+            "check the URL: it must name a stream the server serves",
+        )
+
+
 class FeedNotSupportedError(SourceError):
     """This FFmpeg build cannot read the URL's protocol (e.g. no SRT library)."""
 
@@ -109,6 +124,9 @@ class LiveSettings:
     """Longest wait between attempts."""
     give_up_s: float = 120.0
     """Fail with FeedUnavailableError after this long without a frame."""
+    first_frame_s: float = 30.0
+    """Until the first frame arrives, fail after this long instead (at most give_up_s):
+    a feed that never worked holds its worker's slot for no longer than this."""
 
 
 class LiveFeedSource(DecodingSource):
@@ -221,29 +239,46 @@ class LiveFeedSource(DecodingSource):
                 reason = (
                     f"nothing received for {s.read_timeout_s:g} s"
                     if container is not None
-                    else f"could not connect within {s.open_timeout_s:g} s"
+                    else self._silent_open_reason()
                 )
             except av.error.FFmpegError as error:
+                if delivered == 0 and _is_refusal(error, self.scheme):
+                    raise FeedRefusedError(self.name, _detail(error)) from error
                 reason = _detail(error)
             finally:
                 if container is not None:
                     container.close()
             silent = time.monotonic() - last_frame_at
-            if silent >= s.give_up_s:
+            limit = s.give_up_s if delivered else min(s.first_frame_s, s.give_up_s)
+            if silent >= limit:
                 raise FeedUnavailableError(self.name, silent, reason, delivered)
-            wait = min(backoff, s.give_up_s - silent)
+            wait = min(backoff, limit - silent)
             log.warning(
                 "%s: %s; reconnecting in %.1f s (no frame for %.1f s, giving up at %.0f s)",
                 self.name,
                 redact(reason),
                 wait,
                 silent,
-                s.give_up_s,
+                limit,
             )
             self.reconnects += 1
             if self.stop_event.wait(wait):
                 return
             backoff = min(backoff * 2, s.reconnect_max_s)
+
+    def _silent_open_reason(self) -> str:
+        """Why opening timed out: no connection, or a server that accepted and said nothing
+        (told apart by a plain TCP connection for the TCP-based schemes)."""
+        s = self.live
+        parts = urlsplit(self._url)
+        port = parts.port or DEFAULT_PORTS.get(self.scheme)
+        if parts.hostname is None or port is None or self.scheme in ("udp", "srt"):
+            return f"nothing received within {s.open_timeout_s:g} s"
+        try:
+            socket.create_connection((parts.hostname, port), timeout=s.open_timeout_s).close()
+        except OSError as error:
+            return f"could not connect within {s.open_timeout_s:g} s ({error.strerror or error})"
+        return f"connected, but no stream header arrived within {s.open_timeout_s:g} s"
 
     def _connection_offset(self, last_pts: float | None, period: float) -> float:
         """pts of the first frame of a new connection: after the last, at wall time."""
@@ -306,6 +341,25 @@ def _video_stream(container: av.container.InputContainer, name: str) -> av.Video
 
 def _to_rgb(frame: VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
+
+_REFUSALS = (av.error.HTTPClientError, av.error.InvalidDataError, av.error.ArgumentError)
+"""Answers of a server that a retry would get again, when no frame has come yet: an HTTP
+4xx, a reply that is not media, a redirect FFmpeg will not follow (EINVAL: file:// and
+other protocols are refused)."""
+
+
+def _is_refusal(error: av.error.FFmpegError, scheme: str) -> bool:
+    if isinstance(error, _REFUSALS):
+        return True
+    if scheme in ("http", "https"):
+        # End of file before a status line: not an HTTP server (Redis, say); EIO: the
+        # answer is a page, not media.
+        eof = isinstance(error, av.error.EOFError)
+        return eof or (isinstance(error, OSError) and error.errno == errno.EIO)
+    return False
 
 
 def _detail(error: av.error.FFmpegError) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import http.server
 import itertools
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -15,6 +17,7 @@ import pytest
 
 from engine.sources import open_source
 from engine.sources.live import (
+    FeedRefusedError,
     FeedUnavailableError,
     LiveFeedSource,
     LiveSettings,
@@ -167,3 +170,72 @@ def test_credentials_are_masked_in_names_errors_and_text():
     )
     source = LiveFeedSource("rtsp://admin:hunter2@127.0.0.1:9/live")
     assert "hunter2" not in source.name and "hunter2" not in repr(source)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A web server whose answers are not video: a redirect to file://, a 404, a page."""
+
+    def do_GET(self) -> None:
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.end_headers()
+        elif self.path == "/page":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>not a stream</body></html>" * 50)
+        else:
+            self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("/redirect", "Invalid argument"), ("/missing", "404 Not Found"), ("/page", "output error")],
+)
+def test_an_answer_that_is_not_video_fails_at_once_with_the_real_reason(web, path, reason):
+    """A retry would get the same answer: no reconnection, no give-up wait."""
+    patient = LiveSettings(1.0, 1.0, 0.1, 0.4, give_up_s=600, first_frame_s=600)
+    start = time.monotonic()
+    with pytest.raises(FeedRefusedError, match=reason) as e:
+        list(LiveFeedSource(web + path, live=patient))
+    assert time.monotonic() - start < 5
+    assert "is not a video stream" in str(e.value)
+
+
+def test_an_http_url_at_a_redis_port_fails_at_once(redis_server):
+    """Redis hangs up on an HTTP request: that server will never send a stream."""
+    url = f"http://127.0.0.1:{redis_server.port}/live"
+    patient = LiveSettings(1.0, 1.0, 0.1, 0.4, give_up_s=600, first_frame_s=600)
+    with pytest.raises(FeedRefusedError, match="End of file"):
+        list(LiveFeedSource(url, live=patient))
+
+
+def test_a_server_that_accepts_and_never_sends_is_named_so_and_bounded(tmp_path):
+    """The reason says it connected; a feed that never gave a frame holds its slot for
+    first_frame_s, not give_up_s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/live"
+    settings = LiveSettings(0.5, 0.5, 0.05, 0.1, give_up_s=600, first_frame_s=1.5)
+    start = time.monotonic()
+    try:
+        with pytest.raises(FeedUnavailableError) as e:
+            list(LiveFeedSource(url, live=settings))
+    finally:
+        listener.close()
+    assert time.monotonic() - start < 10
+    assert "connected, but no stream header arrived within 0.5 s" in str(e.value)
+    assert e.value.frames == 0

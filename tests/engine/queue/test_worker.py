@@ -186,7 +186,7 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
     w = worker(
         redis_server,
         "--set", "queue.max_payload_bytes=2048",
-        "--set", 'queue.allowed_schemes=["file", "tcp"]',
+        "--set", 'queue.allowed_schemes=["file", "tcp", "http"]',
         "--set", "queue.max_attempts=2",
         "--set", "queue.live_give_up_s=1.0",
         "--set", "queue.live_open_timeout_s=0.5",
@@ -218,6 +218,10 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
         raw(job("passwd", source="/etc/passwd")): "outside the allowed roots",
         raw(job("dots", source=f"{tmp_path}/../../etc/passwd")): "outside the allowed roots",
         raw(job("scheme", source="udp://127.0.0.1:9")): "udp:// sources are not allowed",
+        # Redis answers HTTP by hanging up: failed at once, not retried as a network error.
+        raw(job("redisport", source=f"http://127.0.0.1:{redis_server.port}/live")): (
+            "the server's answer is not a video stream (End of file)"
+        ),
         raw(job("long", max_duration_s=3600.0)): "over this worker's limit of 5 s",
         raw(job("missing", source=str(tmp_path / "nope.mp4"))): "no such file or folder",
         raw(job("notvideo", source=str(not_video))): "not a readable video",
@@ -237,7 +241,7 @@ def test_malformed_and_hostile_jobs_are_dead_lettered_while_the_worker_serves(
     # Every job whose id could be read is failed with its reason (an over-size payload
     # is not decoded at all, so its id stays unknown).
     for job_id in ("v99", "typed", "rate", "subnormal", "passwd", "dots", "scheme", "long",
-                   "missing", "notvideo", "linked", "bomb", "silent"):  # fmt: skip
+                   "missing", "notvideo", "linked", "bomb", "redisport", "silent"):  # fmt: skip
         state = queue.job(job_id)
         assert state.status is JobStatus.FAILED and state.error, job_id
     assert w.alive(), w.logs()[-3000:]
@@ -252,7 +256,7 @@ def test_a_live_job_faster_than_the_models_drops_frames_in_real_time_and_ends_on
     queue = Queue(client)
     worker(
         redis_server,
-        "--set", 'queue.allowed_schemes=["file", "tcp"]',
+        "--set", 'queue.allowed_schemes=["file", "tcp", "http"]',
         "--set", "queue.live_buffer_frames=2",
         name="live",
     )  # fmt: skip
