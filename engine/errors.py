@@ -77,12 +77,18 @@ class CorruptStreamError(SourceError):
 
 
 class FrameTooLargeError(SourceError):
-    def __init__(self, source: str, width: int, height: int, max_pixels: int) -> None:
+    """A frame over ``sources.max_frame_pixels``; ``width``/``height`` are None when the
+    decoder refused the picture without telling its size (FFmpeg's ``max_pixels``)."""
+
+    def __init__(self, source: str, width: int | None, height: int | None, max_pixels: int) -> None:
         self.width, self.height, self.max_pixels = width, height, max_pixels
+        if width is None or height is None:
+            what = "the decoder refused a picture"
+        else:
+            what = f"frame is {width}x{height} ({width * height} pixels),"
         super().__init__(
             source,
-            f"frame is {width}x{height} ({width * height} pixels), over the limit of "
-            f"{max_pixels} pixels",
+            f"{what} over the limit of {max_pixels} pixels",
             "downscale the input or raise sources.max_frame_pixels",
         )
 

@@ -11,8 +11,11 @@ few dozen frames) so that encoding takes milliseconds:
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
@@ -289,6 +292,26 @@ def truncate_mid_packet(path: str | os.PathLike[str], at: float = 0.5) -> int:
     return cut
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def black_png(width: int, height: int) -> bytes:
+    """A complete, valid black RGB PNG, compressed without ever holding its pixels: at
+    12000 x 12000 a 0.4 MB file that decodes to 432 MB (a real decompression bomb)."""
+    row = b"\0" * (width * 3 + 1)  # filter byte + pixels
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
 def png_header(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` and holds a few bytes of its pixels: the
     shape of a decompression bomb (a small file whose decoded image is huge)."""
@@ -300,3 +323,37 @@ def png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * 4096)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+_READ_AND_MEASURE = """
+import json, resource, sys
+from engine.sources import open_source
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+before, indices, error = peak(), [], None
+try:
+    with open_source(sys.argv[1]) as source:
+        for frame in source:
+            indices.append(frame.index)
+except Exception as e:
+    error = type(e).__name__
+print(json.dumps({"indices": indices, "error": error, "growth": peak() - before}))
+"""
+
+
+def read_measuring_memory(spec: str) -> tuple[list[int], str | None, int]:
+    """Open and read ``spec`` in a fresh Python: the frame indices read, the name of the
+    error that stopped it (None if none), and how far its peak memory grew (bytes) from
+    just before the open (imports done)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_AND_MEASURE, spec],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["indices"], result["error"], result["growth"]

@@ -50,6 +50,7 @@ from av.video.frame import VideoFrame
 from engine.errors import NotAVideoError, SourceError
 from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.ffmpeg import check_declared_size, decode_packet, ffmpeg_reason, limit_options
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
 
@@ -163,7 +164,11 @@ class LiveFeedSource(DecodingSource):
         """Whether the stream declared a duration (decided at the first connection)."""
 
     def _options(self) -> dict[str, str]:
-        return {**COMMON_OPTIONS, **SCHEME_OPTIONS.get(self.scheme, {})}
+        return {
+            **COMMON_OPTIONS,
+            **SCHEME_OPTIONS.get(self.scheme, {}),
+            **limit_options(self.settings),
+        }
 
     def _open(self) -> av.container.InputContainer:
         s = self.live
@@ -188,6 +193,7 @@ class LiveFeedSource(DecodingSource):
             try:
                 container = self._open()
                 stream = _video_stream(container, self.name)
+                check_declared_size(stream, self.name, self.settings)
                 self.connections += 1
                 if self.finite is None:
                     self.finite = bool(container.duration and container.duration > 0)
@@ -203,7 +209,7 @@ class LiveFeedSource(DecodingSource):
                 clock = _ConnectionClock(period)
                 n = -1  # frames decoded on this connection
                 for packet in container.demux(stream):
-                    for frame in packet.decode():
+                    for frame in decode_packet(packet, self.name, self.settings):
                         n += 1
                         t = frame.time
                         if t is not None and not math.isfinite(t):
@@ -363,8 +369,7 @@ def _is_refusal(error: av.error.FFmpegError, scheme: str) -> bool:
 
 
 def _detail(error: av.error.FFmpegError) -> str:
-    text = str(getattr(error, "strerror", None) or error).splitlines()[0]
-    return redact(text)
+    return redact(ffmpeg_reason(error))
 
 
 @register_scheme(*SCHEMES)

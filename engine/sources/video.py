@@ -47,10 +47,11 @@ from av.video.stream import VideoStream
 from engine.errors import (
     CorruptStreamError,
     EmptySourceError,
-    FrameTooLargeError,
     NotAVideoError,
 )
 from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.ffmpeg import check_declared_size, decode_packet, limit_options
+from engine.sources.ffmpeg import ffmpeg_reason as _detail
 from engine.sources.settings import SourceSettings
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ class VideoFileSource(DecodingSource):
 
     Raises :class:`NotAVideoError` when FFmpeg cannot open the file or it holds no video
     stream, and :class:`FrameTooLargeError` when the stream declares frames over the
-    limit, both before any decoding.
+    limit, both before any decoding. A picture over the limit in a stream that declares
+    no size (an image under a video name) or grows mid-way is refused by the decoder
+    before it is allocated: :class:`FrameTooLargeError` at that frame (see
+    :mod:`engine.sources.ffmpeg`).
     """
 
     def __init__(
@@ -84,7 +88,10 @@ class VideoFileSource(DecodingSource):
         self.path = str(path)
         try:
             self._container: InputContainer | None = av.open(
-                self.path, mode="r", metadata_errors="replace"
+                self.path,
+                mode="r",
+                options=limit_options(self.settings),
+                metadata_errors="replace",
             )
         except av.error.FFmpegError as error:
             raise NotAVideoError(self.name, _detail(error)) from error
@@ -130,9 +137,7 @@ class VideoFileSource(DecodingSource):
             raise NotAVideoError(self.name, "no decoder for its video codec")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.settings.decode_threads
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width > 0 and height > 0 and width * height > self.settings.max_frame_pixels:
-            raise FrameTooLargeError(self.name, width, height, self.settings.max_frame_pixels)
+        check_declared_size(stream, self.name, self.settings)
         return stream
 
     def _decode(self) -> Generator[DecodedFrame, None, None]:
@@ -151,7 +156,7 @@ class VideoFileSource(DecodingSource):
                         self.name,
                         packet.pos,
                     )
-                for frame in packet.decode():
+                for frame in decode_packet(packet, self.name, self.settings):
                     index += 1
                     pts = clock.pts(index, frame.time)
                     end = pts + _duration(frame, fps)
@@ -258,8 +263,3 @@ def _parse_clock(value: str) -> float | None:
     except ValueError:
         return None
     return total if math.isfinite(total) and total > 0 else None
-
-
-def _detail(error: av.error.FFmpegError) -> str:
-    """FFmpeg's one-line reason (``Invalid data found when processing input``)."""
-    return str(getattr(error, "strerror", None) or error).splitlines()[0]

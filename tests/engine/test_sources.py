@@ -37,12 +37,14 @@ from engine.sources import (
 from engine.sources.confine import Confinement
 from engine.sources.sampler import JITTER_TOLERANCE
 from tests.media import (
+    black_png,
     damage_packets,
     encode_audio,
     encode_video,
     mean_abs_error,
     moving_pattern,
     png_header,
+    read_measuring_memory,
     truncate_mid_packet,
     write_image_folder,
 )
@@ -368,6 +370,30 @@ def test_a_bomb_in_a_folder_stops_it_after_the_frames_before(tmp_path: Path) -> 
     got, error = read_until_error(open_source(str(tmp_path)))
     assert [f.index for f in got] == [0]
     assert isinstance(error, FrameTooLargeError) and error.width == 15000
+
+
+BOMB = 12000
+"""Side of the PNG bombs below: 144 M pixels, 432 MB as RGB, a 0.4 MB file."""
+
+SMALL_GROWTH = 150 * 2**20
+"""Peak memory an open + read refused before decoding may add (the bomb needs 432 MB)."""
+
+
+@pytest.mark.parametrize("small_frames_first", [0, 3])
+def test_a_png_bomb_under_a_video_name_is_refused_before_its_pixels_are_allocated(
+    tmp_path: Path, small_frames_first: int
+) -> None:
+    """FFmpeg's stream probe decodes a first picture whose size the container does not
+    declare (a PNG renamed .mp4): it used to decode the whole bomb inside ``av.open``
+    (peak +0.9 GB) before any size check. A stream that grows to a bomb mid-way is
+    refused at the big picture too, the frames before it read."""
+    path = tmp_path / "bomb.mp4"
+    path.write_bytes(black_png(64, 64) * small_frames_first + black_png(BOMB, BOMB))
+    indices, error, growth = read_measuring_memory(str(path))
+    assert error == "FrameTooLargeError"
+    assert growth < SMALL_GROWTH, f"peak memory grew by {growth / 2**20:.0f} MB"
+    # frame threads may lose the frames in flight when the decoder refuses one
+    assert indices == list(range(len(indices))) and len(indices) <= small_frames_first
 
 
 def test_an_image_whose_header_gives_no_size_is_refused_undecoded(

@@ -25,7 +25,7 @@ from engine.sources.live import (
     redact_url,
 )
 from tests.engine.queue.conftest import free_port, wait_for
-from tests.media import encode_video, moving_pattern
+from tests.media import black_png, encode_video, moving_pattern, read_measuring_memory
 
 QUICK = LiveSettings(
     open_timeout_s=1.0, read_timeout_s=1.0, reconnect_min_s=0.1, reconnect_max_s=0.4, give_up_s=20
@@ -153,6 +153,17 @@ def test_finite_streams_over_http_and_hls_end_and_resume_like_files(http_folder)
         past_the_end = LiveFeedSource(f"{base}/{name}", live=QUICK, start_index=n)
         with past_the_end:  # every frame was recorded before: nothing left, no error
             assert list(past_the_end) == []
+
+
+def test_a_png_bomb_from_a_server_is_refused_before_its_pixels_are_allocated(http_folder):
+    """A server sending a 0.4 MB PNG that decodes to 432 MB: FFmpeg's probe used to decode
+    it (peak +0.4 GB); the size limit now holds inside the decoder, and the failure is the
+    frame size, not a refusal read as "Invalid argument"."""
+    folder, base = http_folder
+    (folder / "bomb.mp4").write_bytes(black_png(12000, 12000))
+    indices, error, growth = read_measuring_memory(f"{base}/bomb.mp4")
+    assert (indices, error) == ([], "FrameTooLargeError")
+    assert growth < 150 * 2**20, f"peak memory grew by {growth / 2**20:.0f} MB"
 
 
 def test_credentials_are_masked_in_names_errors_and_text():
