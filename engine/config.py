@@ -34,6 +34,8 @@ from engine.faces.settings import DetectionSettings
 from engine.sources.settings import SourceSettings
 
 XAI_METHODS = ("guided_backprop", "saliency", "input_x_gradient", "integrated_gradients")
+GUIDED_RULES = ("auto", "captum", "textbook")
+"""Guided Backprop rules (``engine.xai.GUIDED_RULES``; config stays torch-free)."""
 
 LIVE_MODES = ("realtime", "lossless")
 """How a worker reads live feeds: drop frames when behind, or never drop (see README)."""
@@ -106,6 +108,11 @@ class PipelineConfig:
     attacked_threshold: float = 0.5
     """A face the detector calls real is ``attacked`` when p_attacked >= this."""
     xai_method: str = "guided_backprop"
+    guided_rule: str = "auto"
+    """Guided Backprop's rule (``engine.xai.GUIDED_RULES``): ``captum`` is Captum's
+    ``GuidedBackprop`` (the paper code's maps: on EfficientNet the plain gradient),
+    ``textbook`` clamps each activation's own branch (every rectifier, SiLU included);
+    ``auto`` is captum on ReLU networks (XceptionNet), textbook otherwise."""
     ig_steps: int = 50
     """Integrated Gradients steps (one batch of steps per face batch)."""
     ig_internal_batch_size: int = 0
@@ -123,6 +130,8 @@ class PipelineConfig:
         _check_range("pipeline.attacked_threshold", self.attacked_threshold, 0.0, 1.0)
         if self.xai_method not in XAI_METHODS:
             raise ConfigError("pipeline.xai_method", self.xai_method, " or ".join(XAI_METHODS))
+        if self.guided_rule not in GUIDED_RULES:
+            raise ConfigError("pipeline.guided_rule", self.guided_rule, " or ".join(GUIDED_RULES))
         _check_range("pipeline.ig_steps", self.ig_steps, 1, 1024)
         _check_range("pipeline.ig_internal_batch_size", self.ig_internal_batch_size, 0, 1 << 20)
         _check_range("pipeline.map_quantile", self.map_quantile, 0.5, 1.0)

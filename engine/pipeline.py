@@ -227,7 +227,8 @@ class Pipeline:
         """
         key = name
         if name == "gradient":
-            key = "gradient-guided" if self.settings.xai_method == "guided_backprop" else name
+            if self.settings.xai_method == "guided_backprop":
+                key = f"gradient-guided-{self.settings.guided_rule}"
         built = self._passes.get(key)
         if built is None:
             built = self._passes[key] = self._build_pass(key)
@@ -240,8 +241,8 @@ class Pipeline:
             return self.runtime.forward_pass(self.detector, (crops,), "detector")
         if name == "gradient":
             return self.runtime.gradient_pass(self.detector, (crops,), "detector-gradient")
-        if name == "gradient-guided":
-            twin = guided_model(self.detector)
+        if name.startswith("gradient-guided-"):
+            twin = guided_model(self.detector, rule=name.removeprefix("gradient-guided-"))
             return self.runtime.gradient_pass(twin, (crops,), "detector-guided")
         if name == "adversarial":
             size = self.adversarial.cfg.input_size

@@ -31,9 +31,11 @@ from engine.xai.errors import (
 )
 from engine.xai.guided import (
     GUIDED_ACTIVATIONS,
+    GUIDED_RULES,
     GuidedActivation,
     guided_activation_count,
     guided_model,
+    resolve_rule,
 )
 from engine.xai.maps import (
     DEFAULT_QUANTILE,
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_N_STEPS",
     "DEFAULT_QUANTILE",
     "GUIDED_ACTIVATIONS",
+    "GUIDED_RULES",
     "IG_METHODS",
     "METHODS",
     "SCALE_EPS",
@@ -69,5 +72,6 @@ __all__ = [
     "integration_nodes",
     "map_to_uint8",
     "prepare_map",
+    "resolve_rule",
     "uint8_to_map",
 ]

@@ -14,8 +14,9 @@ reference only; nothing here imports it):
   with Captum's quadrature rules (:data:`IG_METHODS`).
 * ``"guided_backprop"`` — Springenberg, Dosovitskiy, Brox, Riedmiller 2014, "Striving
   for Simplicity": the gradient through the model's guided twin, see
-  :mod:`engine.xai.guided` (the rule is generalized from ReLU to smooth rectifiers
-  such as SiLU; ``relu_only=True`` is Captum's ``GuidedBackprop``).
+  :mod:`engine.xai.guided`: ``rule="captum"`` is Captum's ``GuidedBackprop`` exactly,
+  ``rule="textbook"`` the per-activation rule generalized to smooth rectifiers such as
+  SiLU; ``auto`` (default) is captum on ReLU networks, textbook otherwise.
 
 Batching: saliency, input × gradient and guided backprop are ONE forward and ONE
 backward for the whole batch; integrated gradients is one batch of ``n_steps * N``
@@ -112,8 +113,9 @@ def attribute(
               ``ig_method: str = "gausslegendre"`` (one of :data:`IG_METHODS`; Captum
               calls this ``method``), ``internal_batch_size: int | None = None`` (rows
               of the ``n_steps * N`` interpolation batch per forward; None: all at once).
-            * ``guided_backprop``: ``relu_only: bool = False`` (True: guide only
-              ``nn.ReLU`` modules, exactly Captum's ``GuidedBackprop``).
+            * ``guided_backprop``: ``rule: str = "auto"`` (one of
+              :data:`engine.xai.GUIDED_RULES`; ``captum`` is Captum's ``GuidedBackprop``
+              exactly).
             * ``input_x_gradient``: none.
 
     Returns:
@@ -196,9 +198,9 @@ def _integrated_gradients(
 
 @_method("guided_backprop")
 def _guided_backprop(
-    model: nn.Module, inputs: Tensor, target: Tensor, *, relu_only: bool = False
+    model: nn.Module, inputs: Tensor, target: Tensor, *, rule: str = "auto"
 ) -> Tensor:
-    return _logit_gradient(guided_model(model, relu_only=relu_only), inputs, target)
+    return _logit_gradient(guided_model(model, rule=rule), inputs, target)
 
 
 METHODS: tuple[str, ...] = tuple(_METHODS)

@@ -2,15 +2,20 @@
 
 Guided Backpropagation (Springenberg, Dosovitskiy, Brox, Riedmiller 2014, "Striving for
 Simplicity: The All Convolutional Net") backpropagates through every ReLU only the
-positive part of the gradient that the ReLU itself lets through. Captum implements it
-with backward hooks on ``nn.ReLU`` modules: the gradient leaving each ReLU,
-``grad_in = relu'(x) * grad_out``, is replaced by ``relu(grad_in)``.
+positive part of the gradient. Two readings of "the gradient" differ on networks with
+skip connections, where a ReLU's input tensor also feeds another branch; they are the
+:data:`GUIDED_RULES`:
 
-We generalize the rule to any elementwise activation ``phi``::
-
-    grad_in = relu(phi'(x) * grad_out)
-
-and apply it to the ReLU family and the smooth rectifiers (see
+* ``"captum"`` — Captum's ``GuidedBackprop`` (and so the paper's public code): hooks on
+  each ``nn.ReLU``'s *input tensor* replace that tensor's **total** gradient ``G`` (the
+  ReLU's branch plus every other use of the tensor, the skip included) by ``relu(G)``;
+  the ReLU itself backpropagates plainly. Only ``nn.ReLU`` modules are guided: on a
+  SiLU network (EfficientNet) the result is the plain gradient. On XceptionNet, whose
+  blocks start with a ReLU of the block input that the skip also reads, this differs
+  from the textbook rule.
+* ``"textbook"`` — the rule applied to each activation's own branch,
+  ``grad_in = relu(phi'(x) * grad_out)``, generalized to every elementwise activation
+  ``phi`` of the ReLU family and the smooth rectifiers (see
 :data:`GUIDED_ACTIVATIONS`: ``nn.ReLU`` incl. ``inplace=True``, ``ReLU6``, ``LeakyReLU``,
 ``ELU``, ``SiLU``, ``GELU``, ``Mish``, ``Hardswish`` and timm's ``Swish``, ``SwishMe``,
 ``Mish``, ``MishMe``, ``GELU``, ``GELUTanh``, ``QuickGELU``, ``HardSwish``,
@@ -18,13 +23,14 @@ and apply it to the ReLU family and the smooth rectifiers (see
 softmax and tanh keep their plain gradient. ``phi'(x) * grad_out`` is computed by the
 same ATen backward kernel PyTorch's autograd uses for that activation.
 
-With ``relu_only=True`` only ``nn.ReLU`` modules (and subclasses) are guided, which is
-exactly Captum's ``GuidedBackprop``. On a network whose activations are all SiLU/Swish
-(EfficientNet) nothing is guided then, and the result is the plain gradient: this is
-what the public code of "Detecting Adversarial Attacks in Deepfake Detectors Using XAI"
-(Pinhasov et al. 2024) silently computed for EfficientNetB4ST.
+``"auto"`` (the default) is ``"captum"`` on a ReLU network (every guided-type activation
+is an ``nn.ReLU``: XceptionNet, ResNet), so Detect-ResNet50 weights trained on the paper
+code's maps see the same maps, and ``"textbook"`` otherwise: on EfficientNetB4ST
+Captum's rule is the plain gradient, which is what the public code of "Detecting
+Adversarial Attacks in Deepfake Detectors Using XAI" (Pinhasov et al. 2024) silently
+computed; ask for ``"captum"`` to get those maps.
 
-Instead of hooks, :func:`guided_model` builds a *guided twin*: a structural copy of the
+Instead of module hooks, :func:`guided_model` builds a *guided twin*: a structural copy of the
 model in which each guided activation module is replaced by a :class:`GuidedActivation`
 that calls a custom :class:`torch.autograd.Function` (forward: the original module;
 backward: the guided rule). The twin copies only the modules on the path from the root
@@ -47,7 +53,9 @@ Limitations: activations called functionally in ``forward`` (``F.relu(x)``,
 guided activation at all a warning is logged. Modules that keep references to their
 submodules outside ``_modules`` (e.g. bound methods stored as attributes) call the
 original, unguided submodules. TorchScript modules cannot be twinned; a
-``torch.compile``-d model is twinned through its ``_orig_mod``.
+``torch.compile``-d model is twinned through its ``_orig_mod``. The ``"captum"`` rule
+registers a tensor hook on each ReLU's input inside the twin's forward (a tensor hook,
+not a module hook; ``torch.compile`` traces it).
 """
 
 from __future__ import annotations
@@ -64,13 +72,16 @@ from timm.layers import activations as timm_act
 from timm.layers import activations_me as timm_act_me
 from torch import Tensor, nn
 
+from engine.config import GUIDED_RULES
 from engine.registry import Registry
+from engine.xai.errors import InvalidXAIOptionError
 from engine.xai.twin import build_twin, sync, unwrap
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "GUIDED_ACTIVATIONS",
+    "GUIDED_RULES",
     "GuidedActivation",
     "guided_activation_count",
     "guided_model",
@@ -122,6 +133,23 @@ class GuidedActivation(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return "guided"
+
+
+class CaptumGuidedReLU(GuidedActivation):
+    """An ``nn.ReLU`` under Captum's rule: its input tensor's total gradient ``G`` is
+    replaced by ``relu(G)`` (a tensor hook); the ReLU itself backpropagates plainly
+    (``local_grad``), not through the textbook rule of :class:`GuidedActivation`."""
+
+    def local_grad(self, grad_out: Tensor, x: Tensor) -> Tensor:
+        return _aten.threshold_backward(grad_out, x, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            x.register_hook(torch.relu)
+        return self.act(x.clone() if self.act.inplace else x)
+
+    def extra_repr(self) -> str:
+        return "guided (captum)"
 
 
 _aten = torch.ops.aten
@@ -198,11 +226,11 @@ class GuidedHardswish(GuidedActivation):
         return _aten.hardswish_backward(grad_out, x)
 
 
-def _guide_for(module: nn.Module, relu_only: bool) -> type[GuidedActivation] | None:
-    """The guided class for ``module``: that of its most specific registered base class
-    (``relu_only``: only ``nn.ReLU`` and its subclasses are guided)."""
-    if relu_only:
-        return GuidedReLU if isinstance(module, nn.ReLU) else None
+def _guide_for(module: nn.Module, rule: str) -> type[GuidedActivation] | None:
+    """The guided class for ``module`` under a resolved ``rule``: for ``textbook``, that
+    of its most specific registered base class; for ``captum``, nn.ReLU only."""
+    if rule == "captum":
+        return CaptumGuidedReLU if isinstance(module, nn.ReLU) else None
     for kind in type(module).__mro__:
         guide = GUIDED_ACTIVATIONS.find(kind)
         if guide is not None:
@@ -225,30 +253,45 @@ class _Twin:
     """The guided activation modules (their ``training`` follows the original's)."""
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[bool, _Twin]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, _Twin]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def guided_model(model: nn.Module, *, relu_only: bool = False) -> nn.Module:
+def resolve_rule(model: nn.Module, rule: str = "auto") -> str:
+    """``captum`` or ``textbook``: ``rule``, with ``auto`` resolved for ``model`` (captum
+    when every activation module of a guided type is an ``nn.ReLU``)."""
+    if rule not in GUIDED_RULES:
+        raise InvalidXAIOptionError("rule", rule, f"one of {', '.join(GUIDED_RULES)}")
+    if rule != "auto":
+        return rule
+    kinds = [m for m in unwrap(model).modules() if _guide_for(m, "textbook") is not None]
+    relu_net = bool(kinds) and all(isinstance(m, nn.ReLU) for m in kinds)
+    return "captum" if relu_net else "textbook"
+
+
+def guided_model(model: nn.Module, *, rule: str = "auto") -> nn.Module:
     """The guided twin of ``model`` (cached; rebuilt when the module tree changed).
 
     Args:
         model: any eager ``nn.Module``; it is neither modified nor hooked.
-        relu_only: guide only ``nn.ReLU`` modules, as Captum's ``GuidedBackprop``;
-            otherwise every activation type in :data:`GUIDED_ACTIVATIONS`.
+        rule: one of :data:`GUIDED_RULES`: ``captum`` (Captum's ``GuidedBackprop``
+            exactly: nn.ReLU only, the total gradient of each ReLU's input clamped),
+            ``textbook`` (each activation of :data:`GUIDED_ACTIVATIONS` clamps its own
+            branch), ``auto`` (captum on ReLU networks, textbook otherwise).
 
     Returns:
         A module computing the same forward as ``model`` (bit-identical outputs), sharing
         its parameters and buffers, whose gradients follow the guided rule.
     """
-    model, relu_only = unwrap(model), bool(relu_only)
+    rule = resolve_rule(model, rule)
+    model = unwrap(model)
     with _LOCK:
         per_model = _CACHE.setdefault(model, {})
-        twin = per_model.get(relu_only)
+        twin = per_model.get(rule)
         if twin is None or not _same_structure(model, twin.structure):
             if twin is not None:
                 log.info("guided twin of %s: module tree changed, rebuilding", type(model).__name__)
-            twin = per_model[relu_only] = _build_twin(model, relu_only)
+            twin = per_model[rule] = _build_twin(model, rule)
         else:
             sync(model, twin.module)
             for original, copy in twin.copies:
@@ -258,16 +301,16 @@ def guided_model(model: nn.Module, *, relu_only: bool = False) -> nn.Module:
         return twin.module
 
 
-def guided_activation_count(model: nn.Module, *, relu_only: bool = False) -> int:
+def guided_activation_count(model: nn.Module, *, rule: str = "auto") -> int:
     """How many activation modules the guided twin of ``model`` replaces."""
-    guided_model(model, relu_only=relu_only)
+    guided_model(model, rule=rule)
     with _LOCK:
-        return len(_CACHE[unwrap(model)][bool(relu_only)].guides)
+        return len(_CACHE[unwrap(model)][resolve_rule(model, rule)].guides)
 
 
-def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
+def _build_twin(model: nn.Module, rule: str) -> _Twin:
     def guided(module: nn.Module) -> nn.Module | None:
-        guide = _guide_for(module, relu_only)
+        guide = _guide_for(module, rule)
         if guide is None:
             return None
         twin = guide(module)
@@ -281,13 +324,13 @@ def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
         {
             type(m).__name__
             for _, m in structure
-            if _guide_for(m, False) and not _guide_for(m, relu_only)
+            if _guide_for(m, "textbook") and not _guide_for(m, rule)
         }
     )
     name = type(model).__name__
     if not guides:
         reason = (
-            f"relu_only=True leaves its {', '.join(unguided)} modules unguided, as "
+            f"the captum rule leaves its {', '.join(unguided)} modules unguided, as "
             "Captum's GuidedBackprop does"
             if unguided
             else "it has no activation module of a guided type (activations called "
@@ -300,7 +343,7 @@ def _build_twin(model: nn.Module, relu_only: bool) -> _Twin:
         )
     elif unguided:
         log.info(
-            "guided backprop on %s with relu_only=True: its %s modules keep their plain "
+            "guided backprop on %s with the captum rule: its %s modules keep their plain "
             "gradient, as in Captum's GuidedBackprop",
             name,
             ", ".join(unguided),

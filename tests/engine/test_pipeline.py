@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.errors import ConfigError
 from engine.faces import enlarge_boxes, resize_images
 from engine.frames import Frame, FrameBatch
 from engine.pipeline import Pipeline
@@ -91,6 +92,28 @@ def test_attack_check_sees_the_training_path_map(faces, method):
         expected = pipeline.adversarial(resize_images(crops, size), maps).softmax(1)[:, 1]
     torch.testing.assert_close(result.faces.p_attacked, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(result.faces.maps, maps)
+
+
+def test_the_guided_rule_setting_reaches_the_maps(faces):
+    """pipeline.guided_rule picks Guided Backprop's rule; auto on XceptionNet is captum."""
+    maps = {}
+    for rule in ("auto", "captum", "textbook"):
+        cfg = tiny_config("pipeline.fake_threshold=1.0", f'pipeline.guided_rule="{rule}"')
+        pipeline = Pipeline.from_config(cfg)
+        batch = batch_of(faces[:2])
+        maps[rule] = pipeline.analyze(batch, keep_maps=True).faces.maps
+        frame_ids, boxes = pipeline.detect(batch)
+        _, crops = pipeline.crop(batch.images, batch.sizes, frame_ids, boxes)
+        attr = attribute(pipeline.detector, crops, 0, "guided_backprop", rule=rule)
+        expected = prepare_map(attr, "guided_backprop", pipeline.adversarial.cfg.input_size)
+        torch.testing.assert_close(maps[rule], expected)
+    assert torch.equal(maps["auto"], maps["captum"])
+    assert not torch.allclose(maps["captum"], maps["textbook"], atol=0.05)
+
+
+def test_an_unknown_guided_rule_is_a_config_error():
+    with pytest.raises(ConfigError, match="pipeline.guided_rule"):
+        tiny_config('pipeline.guided_rule="paper"')
 
 
 def test_frames_of_several_sizes_and_sources_in_one_batch(faces):

@@ -24,6 +24,7 @@ from timm.layers import activations_me as timm_act_me
 from torch import Tensor, nn
 
 from engine.errors import VeritasError
+from engine.models import create_model
 from engine.xai import (
     GUIDED_ACTIVATIONS,
     IG_METHODS,
@@ -41,6 +42,7 @@ from engine.xai import (
     integration_nodes,
     map_to_uint8,
     prepare_map,
+    resolve_rule,
     uint8_to_map,
 )
 
@@ -483,20 +485,65 @@ def test_guided_twin_compiles_without_graph_breaks() -> None:
 # --- guided semantics beyond ReLU ------------------------------------------------------
 
 
-def test_silu_network_guided_differs_from_gradient_and_relu_only_is_captums(
+def test_silu_network_guided_differs_from_gradient_and_the_captum_rule_is_captums(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     model, x, target = make_model("test_efficientnet"), images(2, 48), torch.tensor([1, 3])
     plain = attribute(model, x, target, "saliency", abs=False)
-    guided = attribute(model, x, target, "guided_backprop")
+    guided = attribute(model, x, target, "guided_backprop")  # auto: textbook on SiLU
+    assert resolve_rule(model) == "textbook"
     assert (guided - plain).abs().max() > 0.1 * plain.abs().max()
     with caplog.at_level(logging.WARNING, logger="engine.xai.guided"):
-        relu_only = attribute(model, x, target, "guided_backprop", relu_only=True)
+        captums = attribute(model, x, target, "guided_backprop", rule="captum")
     assert "nothing to guide" in caplog.text and "SiLU" in caplog.text
-    assert guided_activation_count(model, relu_only=True) == 0
+    assert guided_activation_count(model, rule="captum") == 0
     ref = captum("guided_backprop", model, x, target)
-    torch.testing.assert_close(relu_only, ref, **EXACT)
-    torch.testing.assert_close(relu_only, plain, **EXACT)  # what the paper's code computed
+    torch.testing.assert_close(captums, ref, **EXACT)
+    torch.testing.assert_close(captums, plain, **EXACT)  # what the paper's code computed
+
+
+def xception_tiny(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Veritas's XceptionNet (the published detector's architecture), scaled down."""
+    torch.manual_seed(0)
+    model = create_model("xception_tiny").eval().to(dtype)
+    for m in model.modules():  # eval BatchNorm that is not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_guided_backprop_on_xceptionnet_is_captums_by_default_and_textbook_on_request() -> None:
+    """XceptionNet's blocks start with a ReLU of the block input, which the skip also
+    reads: Captum clamps that input's total gradient, the textbook rule only the ReLU's
+    branch. The default (auto) is Captum's on this ReLU network."""
+    model, x, target = xception_tiny(), images(2, 64), torch.tensor([0, 1])
+    ref = captum("guided_backprop", model, x, target)
+    assert resolve_rule(model) == "captum"
+    torch.testing.assert_close(attribute(model, x, target, "guided_backprop"), ref, **EXACT)
+    torch.testing.assert_close(
+        attribute(model, x, target, "guided_backprop", rule="captum"), ref, **EXACT
+    )
+    textbook = attribute(model, x, target, "guided_backprop", rule="textbook")
+    assert (textbook - ref).abs().max() > 0.05 * ref.abs().max()  # a different map
+    assert no_hooks(model)
+
+
+def test_the_captum_rule_compiles_without_graph_breaks() -> None:
+    model = xception_tiny(torch.float32)
+    twin = guided_model(model, rule="captum")
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
+    x = images(2, 64, dtype=torch.float32).requires_grad_()
+    (grad,) = torch.autograd.grad(compiled(x)[:, 0].sum(), x)
+    expected = attribute(model, x, 0, "guided_backprop", rule="captum")
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_an_unknown_guided_rule_is_refused() -> None:
+    with pytest.raises(InvalidXAIOptionError, match="rule"):
+        attribute(make_model("tiny"), images(1, 16), 0, "guided_backprop", rule="paper")
 
 
 def _one_hidden_layer(act: nn.Module) -> nn.Sequential:
