@@ -112,7 +112,7 @@ def test_the_guided_rule_setting_reaches_the_maps(faces):
 
 
 def test_an_unknown_guided_rule_is_a_config_error():
-    with pytest.raises(ConfigError, match="pipeline.guided_rule"):
+    with pytest.raises(ConfigError, match=r"pipeline\.guided_rule"):
         tiny_config('pipeline.guided_rule="paper"')
 
 

@@ -314,3 +314,42 @@ def test_plain_layout_of_image_folders_builds(tmp_path: Path):
     assert len(clean) == 8 and all(r["called"] == "fake" for r in clean)
     assert len([r for r in ds.rows if r["attack"] == "pgd"]) == 4  # the two fake videos
     assert all(len(load_file(tmp_path / "out" / r["shard"])["crops"]) == 1 for r in ds.rows)
+
+
+def test_the_guided_rule_setting_reaches_the_stored_maps(tmp_path: Path):
+    """``--set pipeline.guided_rule=...`` shapes the Guided Backprop maps the builder
+    stores (XceptionNet: captum and textbook differ) and is recorded in dataset.json."""
+    from skimage import data
+
+    face = data.astronaut()[30:260, 110:340]
+    for kind in ("real", "fake"):
+        for k, name in enumerate(("a", "b")):
+            folder = tmp_path / "in" / kind / name
+            folder.mkdir(parents=True)
+            shifted = np.roll(face, 3 * k, axis=1)
+            cv2.imwrite(str(folder / "0.png"), cv2.cvtColor(shifted, cv2.COLOR_RGB2BGR))
+    maps = {}
+    for rule in ("captum", "textbook"):
+        out = tmp_path / rule
+        argv = [
+            str(tmp_path / "in"), str(out),
+            "--detector", "xception_tiny",
+            "--adversarial", "detect_resnet50_tiny",
+            "--device", "cpu",
+            "--xai", "guided_backprop",
+            "--test-attacks", "pgd",
+            "--attack-option", "pgd.steps=1",
+            "--set", "pipeline.fake_threshold=1.0",  # every face is called real
+            "--set", f'pipeline.guided_rule="{rule}"',
+            "--test-groups", "1",
+            "-q",
+        ]  # fmt: skip
+        with threads(CI_THREADS):
+            assert build_dataset.main(argv) == 0
+        ds = Dataset(out)
+        assert ds.info["config"]["pipeline"]["guided_rule"] == rule
+        rows = sorted((r for r in ds.rows if r["kind"] != "attacked"), key=lambda r: r["source"])
+        rows = [r for r in rows if r["maps"]]  # the real videos' faces
+        assert len(rows) == 2
+        maps[rule] = ds.maps(rows, "guided_backprop").float()
+    assert (maps["captum"] - maps["textbook"]).abs().max() > 12  # of 255
