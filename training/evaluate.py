@@ -105,12 +105,15 @@ class DetectionResult:
     tpr: float
     tnr: float
     auc: float
+    init: str = "-"
+    """Detect-ResNet50's starting weights (``--init``: a file, or ``random``); ``-`` for
+    defenses."""
     scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     labels: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
     def row(self) -> dict[str, Any]:
         keys = (
-            "dataset detector method config maps test_maps attack n_real n_attacked "
+            "dataset detector method config init maps test_maps attack n_real n_attacked "
             "balanced_accuracy accuracy tpr tnr auc"
         ).split()
         return {k: getattr(self, k) for k in keys}
@@ -295,6 +298,7 @@ class Evaluation:
                     "detector": ds.detector,
                     "method": "detect_resnet50",
                     "config": record["config"],
+                    "init": record.get("init") or "unrecorded",
                     "maps": record["xai"] or PGD_B,
                     "attack": attack,
                 }

@@ -35,9 +35,14 @@ Detect-ResNet50's registry name, ``source`` = ``veritas``, ``complete``), which
 ``veritas run --adversarial-weights`` loads directly, and ``OUT/<name>.json``: the
 options, the data counts, the validation history and the chosen checkpoint.
 
-    python -m training.finetune data/xception models/xception --xai guided_backprop
-    python -m training.finetune data/xception models/xception --xai guided_backprop --mode head
-    python -m training.finetune data/xception models/xception --pgd-b
+``--init`` is required: the paper starts from an ImageNet-pretrained ResNet50 (a
+converted backbone file); ``--init random`` starts from the seeded random
+initialization, and says so in the record and the evaluation tables.
+
+    python -m training.finetune data/xception models/xception --init resnet50.safetensors
+    python -m training.finetune data/xception models/xception --init resnet50.safetensors \
+        --xai guided_backprop --mode head
+    python -m training.finetune data/xception models/xception --init random --pgd-b
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ log = logging.getLogger("training.finetune")
 CONFIGS = ("full", "head")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 PGD_B = "pgd-b"
+RANDOM_INIT = "random"
+"""``--init random``: start from the seeded random initialization (not the paper's)."""
 """The name of the baseline whose maps are zeros, in file names and tables."""
 THRESHOLD = 0.5
 """The paper's decision threshold on p_attacked."""
@@ -95,8 +102,9 @@ class FinetuneOptions:
     arch: str | None = None
     """Detect-ResNet50 architecture (default: the one the dataset's maps were made for)."""
     init: str | None = None
-    """Weights to start from: a converted ImageNet ``resnet50`` backbone (partial) or a
-    complete Detect-ResNet50 file. None: the registry's seeded random initialization."""
+    """Required. Weights to start from: a converted ImageNet ``resnet50`` backbone
+    (partial; the paper's start) or a complete Detect-ResNet50 file, or ``random`` for
+    the registry's seeded random initialization (recorded, and named in the tables)."""
     epochs: int = 100
     """The paper's "100 iterations", read as epochs (``max_steps`` caps steps instead)."""
     max_steps: int = 0
@@ -260,6 +268,13 @@ class Finetuner:
         o = self.o = options
         if o.config not in CONFIGS:
             raise BadOptionError("--mode", o.config, " or ".join(CONFIGS))
+        if not o.init:
+            raise BadOptionError(
+                "--init",
+                o.init,
+                "the weights to start from (the paper finetunes an ImageNet-pretrained "
+                f"ResNet50), or {RANDOM_INIT!r} for a seeded random initialization",
+            )
         for flag, value in (("--batch-size", o.batch_size), ("--epochs", o.epochs)):
             if value < 1:
                 raise BadOptionError(flag, value, ">= 1")
@@ -295,7 +310,7 @@ class Finetuner:
 
     def make_model(self) -> nn.Module:
         model = create_model(self.arch, kind="adversarial", seed=self.o.seed)
-        if self.o.init:
+        if self.o.init != RANDOM_INIT:
             load_weights(model, self.o.init)
         model.to(self.device)
         if self.o.config == "head":
@@ -502,6 +517,7 @@ class Finetuner:
             "xai": o.xai,
             "maps": "zero" if o.xai is None else "xai",
             "config": o.config,
+            "init": o.init,
             "train_attacks": self.attacks,
             "train": counts(self.train),
             "val": counts(self.val),
@@ -535,7 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's configuration: full finetune, or frozen backbone and head trained",
     )
     p.add_argument("--arch", help="Detect-ResNet50 architecture (default: the dataset's)")
-    p.add_argument("--init", help="start from these weights (e.g. a converted resnet50 backbone)")
+    p.add_argument(
+        "--init",
+        required=True,
+        help="weights to start from: a converted ImageNet resnet50 backbone (the paper's "
+        "start) or a Detect-ResNet50 file; 'random' for a seeded random initialization "
+        "(not the paper's setting; recorded and named in the tables)",
+    )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: off)")
     p.add_argument("--patience", type=int, default=10, help="epochs without improvement (0: off)")

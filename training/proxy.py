@@ -339,7 +339,7 @@ class ProxyRun:
         for config in s.configs:
             for maps in [*s.xai, finetune.PGD_B]:
                 argv = [data, models, "--mode", config, "--device", "cpu"]
-                argv += ["--seed", str(self.seed)]
+                argv += ["--seed", str(self.seed), "--init", finetune.RANDOM_INIT]
                 argv += ["--pgd-b"] if maps == finetune.PGD_B else ["--xai", maps]
                 if config == "full":
                     argv += ["--epochs", str(s.full_epochs), "--max-steps", str(s.full_max_steps)]
@@ -369,7 +369,8 @@ class ProxyRun:
                 {a: supported_options(a, s.attack_budgets.get(a, {})) for a in test_attacks}
             ),
             f"* finetune: full {s.full_epochs} epochs capped at {s.full_max_steps} steps; head "
-            f"{s.head_epochs} epochs",
+            f"{s.head_epochs} epochs; Detect-ResNet50 from a seeded random initialization "
+            "(`--init random`), not the paper's ImageNet-pretrained ResNet50",
             "",
             "| stage | seconds |",
             "| --- | --- |",

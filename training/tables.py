@@ -91,6 +91,16 @@ class Tables:
             + ".",
             "",
         ]
+        inits = sorted({d.init for d in self.detection if d.method == "detect_resnet50"})
+        if inits:
+            named = ", ".join(
+                "a seeded random initialization (`--init random`), not the paper's "
+                "ImageNet-pretrained ResNet50"
+                if i == "random"
+                else f"`{i}`"
+                for i in inits
+            )
+            parts += [f"Detect-ResNet50 finetuned from: {named}.", ""]
         parts += self._md_precision()
         for n, config in ((3, "full"), (4, "head")):
             parts += self._md_detection(n, config)

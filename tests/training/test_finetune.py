@@ -87,6 +87,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def options(data: Path, out: Path, **kw: object) -> FinetuneOptions:
+    kw.setdefault("init", "random")
     return FinetuneOptions(dataset=data, out=out, device="cpu", **kw)  # type: ignore[arg-type]
 
 
@@ -112,7 +113,8 @@ def test_head_training_keeps_the_warm_started_backbone(data: Path, tmp_path: Pat
 
 def test_full_finetune_writes_engine_weights_and_a_record(data: Path, tmp_path: Path):
     assert finetune.main([str(data), str(tmp_path), "--max-steps", "2", "--eval-every", "1",
-                          "--device", "cpu", "-q", "--no-progress"]) == 0  # fmt: skip
+                          "--init", "random", "--device", "cpu",
+                          "-q", "--no-progress"]) == 0  # fmt: skip
     path = tmp_path / f"{ARCH}.guided_backprop.full.safetensors"
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata()["arch"] == ARCH
@@ -196,8 +198,19 @@ def test_bf16_autocast_path_runs_on_cpu(data: Path, tmp_path: Path):
 def test_bad_inputs_are_clear_errors(data: Path, tmp_path: Path, capsys):
     with pytest.raises(DatasetNotFoundError, match="build one with"):
         Finetuner(options(tmp_path / "nope", tmp_path))
-    assert finetune.main([str(data), str(tmp_path), "--xai", "saliency"]) == 2
+    assert finetune.main([str(data), str(tmp_path), "--xai", "saliency", "--init", "random"]) == 2
     assert "one of the dataset's methods: guided_backprop" in capsys.readouterr().err
     real_only = write_dataset(tmp_path / "real-only", attacked=False)
     with pytest.raises(EmptyDatasetError, match="attacked faces"):
         Finetuner(options(real_only, tmp_path))
+
+
+def test_the_starting_weights_must_be_named_and_are_recorded(data: Path, tmp_path: Path, capsys):
+    """The paper finetunes a pretrained ResNet50: a random start is never implicit."""
+    with pytest.raises(SystemExit):
+        finetune.main([str(data), str(tmp_path), "--max-steps", "1"])
+    assert "--init" in capsys.readouterr().err
+    with pytest.raises(finetune.BadOptionError, match="--init"):
+        Finetuner(options(data, tmp_path, init=None))
+    record = Finetuner(options(data, tmp_path, max_steps=1, epochs=1)).run()
+    assert record["init"] == "random"

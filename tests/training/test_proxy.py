@@ -63,6 +63,8 @@ def test_ci_proxy_run_writes_tables_plot_and_run_notes(proxy_ci: Path):
     notes = (report / "RUN.md").read_text()
     assert re.search(r"wall time: \d+\.\d s", notes)
     assert "python -m training.build_dataset" in notes and "python -m training.finetune" in notes
+    assert "(`--init random`), not the paper's ImageNet-pretrained ResNet50" in notes
+    assert "Detect-ResNet50 finetuned from: a seeded random initialization" in tables
     commands = (proxy_ci / "commands.sh").read_text().splitlines()
     assert sum(c.startswith("python -m training.finetune") for c in commands) == 6  # 2 XAI + B, x2
     assert (
