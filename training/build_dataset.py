@@ -18,6 +18,11 @@ plain ``real/`` ``fake/`` folder, :mod:`training.videos`), split by video:
    XAI method, then ``engine.xai.prepare_map`` at Detect-ResNet50's input size and
    ``map_to_uint8`` — the engine's own functions, never a copy, so a stored map equals
    the one the engine computes online for that face, bit for bit.
+4. **pairs** — when the manifest is written, real faces and fooled faces are paired as
+   in the paper ("pairs of real/attacked images"): per video group and attack, one
+   fooled face per real face, taken in turn from the group's fake videos
+   (:func:`training.data.pair_rows`; ``--pairing all`` keeps every labelled face). Each
+   row's ``paired`` lists the attacks under which it is in Detect-ResNet50's sets.
 
 Output format: :mod:`training.data`. **Resuming**: each (video, part) is written
 atomically, its manifest part last; a rerun of the same command skips finished parts
@@ -57,12 +62,14 @@ from engine.xai import map_to_uint8, prepare_map
 from training.attacks import EPS_PAPER, attack_class, create_attack, list_attacks
 from training.data import (
     ATTACKED_LABEL,
+    PAIRINGS,
     REAL_LABEL,
     SCHEMA,
     Row,
     ShardReader,
     atomic_write_text,
     batches,
+    pair_rows,
     read_jsonl,
     write_jsonl,
     write_shard,
@@ -79,8 +86,9 @@ DEFAULT_BATCH_SIZE = 32
 CLEAN = "clean"
 CONFIG_SECTIONS = ("models", "faces", "pipeline", "sources", "runtime")
 """The engine configuration sections that shape a dataset (recorded in dataset.json)."""
-VOLATILE_KEYS = ("created", "device", "input", "attacks")
-"""dataset.json keys a resumed build may differ in (attacks are compared per attack)."""
+VOLATILE_KEYS = ("created", "device", "input", "attacks", "pairing")
+"""dataset.json keys a resumed build may differ in (attacks are compared per attack; the
+pairing is made anew from the parts' rows whenever the manifest is written)."""
 
 
 # --- options ---------------------------------------------------------------------------------
@@ -109,6 +117,9 @@ class BuildOptions:
     """Frames per video after sampling (0: all)."""
     shard_size: int = DEFAULT_SHARD_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
+    pairing: str = "pairs"
+    """``pairs``: the paper's real/attacked pairs; ``all``: every labelled face
+    (:func:`training.data.pair_rows`)."""
     progress: bool = False
 
 
@@ -304,6 +315,8 @@ class DatasetBuilder:
         o = options
         if o.shard_size < 1 or o.batch_size < 1:
             raise BadOptionError("--shard-size/--batch-size", (o.shard_size, o.batch_size), ">= 1")
+        if o.pairing not in PAIRINGS:
+            raise BadOptionError("--pairing", o.pairing, " or ".join(PAIRINGS))
         unknown = [m for m in o.xai_methods if m not in XAI_METHODS]
         if unknown or not o.xai_methods:
             raise BadOptionError("--xai", ",".join(unknown), " or ".join(XAI_METHODS))
@@ -353,6 +366,7 @@ class DatasetBuilder:
             "max_frames": o.max_frames,
             "shard_size": o.shard_size,
             "batch_size": o.batch_size,
+            "pairing": o.pairing,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         return json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
@@ -431,6 +445,7 @@ class DatasetBuilder:
         finally:
             bar.close()
         rows = [r for v, p in parts for r in read_jsonl(o.out / self._part_manifest(v, p))]
+        pair_rows(rows, o.pairing, o.seed)
         write_jsonl(o.out / "manifest.jsonl", rows)
         return summarize(rows)
 
@@ -576,7 +591,8 @@ class DatasetBuilder:
 
 
 def summarize(rows: Sequence[Row]) -> dict[str, Any]:
-    """Counts per split: faces per kind, Detect-ResNet50 samples per class, attack success."""
+    """Counts per split: faces per kind, Detect-ResNet50 samples per class, attack success,
+    and the real/attacked pairs per attack."""
     out: dict[str, Any] = {}
     for split in ("train", "test"):
         sel = [r for r in rows if r["split"] == split]
@@ -591,6 +607,14 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
             "real_called_real": sum(1 for r in sel if r["label"] == REAL_LABEL),
             "attacked_called_real": sum(1 for r in sel if r["label"] == ATTACKED_LABEL),
             "attack_success": {a: f"{h}/{n}" for a, (h, n) in sorted(attacks.items())},
+            "pairs": {
+                a: sum(
+                    1
+                    for r in sel
+                    if r["label"] == ATTACKED_LABEL and r["attack"] == a and r.get("paired")
+                )
+                for a in sorted(attacks)
+            },
         }
     return out
 
@@ -680,6 +704,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--attack-option", action="append", default=[], metavar="ATTACK.KEY=VALUE")
     g.add_argument("--eps", type=parse_eps, default=EPS_PAPER, help="L∞ budget (16/255)")
+    g.add_argument(
+        "--pairing",
+        default="pairs",
+        choices=PAIRINGS,
+        help="pairs: the paper's real/attacked pairs, one fooled face per real face per "
+        "video group and attack (balanced sets); all: every labelled face",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
@@ -714,6 +745,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         max_frames=args.max_frames,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
+        pairing=args.pairing,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
 
@@ -747,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"  {split}: faces {s['faces']}; Detect-ResNet50 samples: "
             f"{s['real_called_real']} real, {s['attacked_called_real']} attacked; "
-            f"attack success {s['attack_success']}"
+            f"attack success {s['attack_success']}; real/attacked pairs {s['pairs']}"
         )
     return 0
 

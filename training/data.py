@@ -29,7 +29,8 @@ quantization), ``queries``, ``linf`` (of the stored perturbation), ``p_fake`` (t
 detector on the stored crop), ``called`` (``real``/``fake`` at the detector's
 threshold), ``label`` (Detect-ResNet50's target: 0 = real face called real, 1 =
 successfully attacked face; null for rows it never sees), ``maps`` (XAI methods stored
-for this row), ``detector``.
+for this row), ``detector``, ``paired`` (the attacks under which this labelled row is in
+the paper's real/attacked pairs, :func:`pair_rows`; empty for rows outside them).
 
 Everything is read without pickle: safetensors and JSON only.
 """
@@ -79,8 +80,12 @@ ROW_KEYS = (
     "label",
     "maps",
     "detector",
+    "paired",
 )
 REAL_LABEL, ATTACKED_LABEL = 0, 1
+PAIRINGS = ("pairs", "all")
+"""``pairs``: the paper's real/attacked pairs (one attacked face per real face, per video
+group and attack); ``all``: every labelled row (≈5 attacked per real face on FF++)."""
 
 Row = dict[str, Any]
 
@@ -230,6 +235,87 @@ class Dataset:
         return self.reader.read(rows, f"maps.{method}")
 
 
+# --- the paper's real/attacked pairs --------------------------------------------------------
+
+
+def pair_rows(rows: Sequence[Row], pairing: str, seed: int) -> None:
+    """Set each row's ``paired``: the attacks under which it is in Detect-ResNet50's sets.
+
+    ``pairs`` (Pinhasov et al. 2024, section 3.5: "pairs of real/attacked images"): in each
+    video group (the split's unit, so a pair never straddles train and validation) and for
+    each attack, ``n = min(real, attacked)`` real faces called real are paired with ``n``
+    faces that attack fooled. When a group has more fooled faces than real ones (FF++:
+    five manipulated videos per source video), they are taken in turn from each of the
+    group's fake videos (so every manipulation is represented), in a seeded order within
+    a video; when it has fewer, a seeded choice of the real faces is paired. Each set
+    (real + one attack) is then balanced, and plain accuracy is the paper's accuracy.
+    A real face may pair under several attacks (one partner per attack).
+
+    ``all``: every labelled row is in (real faces under every attack of their split).
+    """
+    if pairing not in PAIRINGS:
+        from training.errors import BadOptionError
+
+        raise BadOptionError("--pairing", pairing, " or ".join(PAIRINGS))
+    by_group: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        r["paired"] = []
+        if r.get("label") is not None:
+            by_group.setdefault((r["split"], r["group"]), []).append(r)
+    for (split, group), members in sorted(by_group.items()):
+        real = [r for r in members if r["label"] == REAL_LABEL]
+        attacks = sorted({r["attack"] for r in members if r["label"] == ATTACKED_LABEL})
+        for attack in attacks:
+            fooled = [r for r in members if r["label"] == ATTACKED_LABEL and r["attack"] == attack]
+            if pairing == "all":
+                chosen_real, chosen_fooled = real, fooled
+            else:
+                n = min(len(real), len(fooled))
+                chosen_real = _seeded_pick(real, n, seed, split, group, attack, "real")
+                chosen_fooled = _round_robin(fooled, n, seed, split, group, attack)
+            for r in [*chosen_real, *chosen_fooled]:
+                r["paired"].append(attack)
+
+
+def _seeded_key(seed: int, *parts: object) -> Callable[[Row], str]:
+    import hashlib
+
+    def key(r: Row) -> str:
+        text = ":".join(str(p) for p in (seed, *parts, r["id"]))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return key
+
+
+def _seeded_pick(rows: list[Row], n: int, seed: int, *parts: object) -> list[Row]:
+    return sorted(rows, key=_seeded_key(seed, *parts))[:n]
+
+
+def _round_robin(rows: list[Row], n: int, seed: int, *parts: object) -> list[Row]:
+    """``n`` rows taken in turn from each video (videos in name order), seeded within one."""
+    per_video: dict[str, list[Row]] = {}
+    for r in sorted(rows, key=_seeded_key(seed, *parts)):
+        per_video.setdefault(r["video"], []).append(r)
+    queues = [per_video[v] for v in sorted(per_video)]
+    out: list[Row] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def in_set(row: Row, attack: str) -> bool:
+    """Whether a labelled row belongs to the set of real faces + faces ``attack`` fooled
+    (datasets built before pairing was recorded hold every labelled row)."""
+    if row.get("label") is None:
+        return False
+    if row["label"] == ATTACKED_LABEL and row["attack"] != attack:
+        return False
+    paired = row.get("paired")
+    return paired is None or attack in paired
+
+
 # --- Detect-ResNet50 inputs ---------------------------------------------------------------
 
 
@@ -240,7 +326,7 @@ def adversarial_inputs(
 
     The crop goes through the engine's own resize to ``size`` (what ``Pipeline.check``
     does with the detector-size crop); maps are decoded with ``uint8_to_map``.
-    ``maps=None`` gives the PGD-B input: maps rendered black (zeros).
+    ``maps=None`` gives black maps (zeros): the PGD-B test and the no-maps model.
     """
     x = resize_images(crops.float() / 255.0, size)
     m = torch.zeros_like(x) if maps is None else uint8_to_map(maps).to(x.device)

@@ -10,11 +10,12 @@ test split:
   their attacked version where the attack ran (frames the detector already missed
   are not attacked and count as missed).
 * **Tables 3 and 4** — Detect-ResNet50's accuracy per attack × XAI method, full finetune
-  and frozen backbone: the balanced accuracy (mean of the per-class accuracies at
-  threshold 0.5) on the test faces called real: real faces (class 0) and the faces the
-  attack fooled (class 1); on the paper's balanced pairs this is its accuracy. The
-  PGD-B column is the baseline trained and tested with black maps; the PGD-B† row is
-  each XAI model tested with its maps blacked out (the paper's wording allows both).
+  and frozen backbone: the accuracy at threshold 0.5 on the test faces called real:
+  real faces (class 0) and the faces the attack fooled (class 1), in the paper's
+  real/attacked pairs, so each set is balanced (the CSV also has the balanced accuracy,
+  TPR, TNR and AUC). The PGD-B row, as in the paper, is each XAI model tested with its
+  maps blacked out; the no-maps model (trained and tested with black maps) is an extra
+  column.
 * **Table 5** — the same test sets judged by the input-transformation defenses of the
   comparative study (median, Gaussian, average 3×3; JPEG 70/80/90): the crop is
   transformed, the deepfake detector judges it again, "fake" counts as "attacked";
@@ -22,7 +23,7 @@ test split:
 * **Table 6** — each defense's cost and effect: per-class accuracy on clean test faces
   after the transform, and the share of fooled faces it turns back to "fake".
 * **ROC curves** per attack, one PNG per dataset and configuration (a panel per XAI
-  method and PGD-B).
+  method and the no-maps model).
 
 Written to OUT: ``tables.md``, ``detector_precision.csv``, ``attack_detection.csv``,
 ``defenses.csv`` and ``roc_<detector>_<config>.png``. ``--label PROXY`` puts the label
@@ -52,10 +53,10 @@ from engine.errors import VeritasError
 from engine.models import create_model
 from engine.stages.classify import FAKE
 from training.build_dataset import file_digest
-from training.data import Dataset, Row, atomic_write_text, batches, predict_attacked
+from training.data import Dataset, Row, atomic_write_text, batches, in_set, predict_attacked
 from training.defenses import apply_defense, list_defenses
 from training.errors import BadOptionError, EmptyDatasetError
-from training.finetune import CONFIGS, PGD_B, THRESHOLD, iter_records
+from training.finetune import CONFIGS, NO_MAPS, THRESHOLD, iter_records
 from training.metrics import auc, balanced_accuracy, rate, roc_curve, video_rate
 from training.tables import (
     ATTACK_ORDER,
@@ -94,7 +95,7 @@ class DetectionResult:
     """``detect_resnet50`` or ``defense``."""
     config: str
     maps: str
-    """XAI method, ``pgd-b``, or the defense's name."""
+    """XAI method, ``no-maps``, or the defense's name."""
     test_maps: str
     """``xai``, ``zero`` (maps blacked out at test) or ``-`` for defenses."""
     attack: str
@@ -244,7 +245,8 @@ class Evaluation:
             )
 
     def _test_set(self, rows: list[Row], attack: str) -> list[Row]:
-        return [r for r in rows if r["label"] == 0 or (r["label"] == 1 and r["attack"] == attack)]
+        """Real faces + faces ``attack`` fooled: the paper's pairs where the dataset has them."""
+        return [r for r in rows if in_set(r, attack)]
 
     def _detect_resnet(self, ds: Dataset, rows: list[Row], records: list[dict[str, Any]]) -> None:
         """Tables 3 and 4 (and Detect-ResNet50's rows of table 5)."""
@@ -299,7 +301,7 @@ class Evaluation:
                     "method": "detect_resnet50",
                     "config": record["config"],
                     "init": record.get("init") or "unrecorded",
-                    "maps": record["xai"] or PGD_B,
+                    "maps": record["xai"] or NO_MAPS,
                     "attack": attack,
                 }
                 self.detection.append(
@@ -398,11 +400,11 @@ class Evaluation:
                 if d.dataset == str(ds.root)
                 and d.method == "detect_resnet50"
                 and d.config == config
-                and (d.test_maps == "xai" or d.maps == PGD_B)
+                and (d.test_maps == "xai" or d.maps == NO_MAPS)
             ]
             if not results:
                 continue
-            panels = ordered([d.maps for d in results], (*XAI_ORDER, PGD_B))
+            panels = ordered([d.maps for d in results], (*XAI_ORDER, NO_MAPS))
             fig, axes = plt.subplots(
                 1, len(panels), figsize=(2.9 * len(panels), 3.4), squeeze=False
             )

@@ -3,15 +3,30 @@
 Pinhasov et al. 2024, section 4: cross-entropy, Adam (lr 1e-3, betas 0.9/0.999, eps
 1e-8), minibatch 16, decision threshold 0.5, in two configurations (``--mode``):
 
-``full``  the ResNet50 backbone and the head are trained (BatchNorm in training mode);
+``full``  the ResNet50 backbone and the head are trained (BatchNorm: ``--bn``, below);
 ``head``  the backbone is frozen (no gradients, BatchNorm statistics fixed: eval mode)
           and only the head ``4096 → 512 → ReLU → 2`` is trained. The frozen backbone's
           embeddings of every sample are computed once and the head is trained on
           them — the same computation as running the frozen backbone at every step,
           without repeating it.
 
-``--pgd-b`` trains the paper's PGD-B baseline: the same model with every XAI map
-rendered black (zeros) at training and test time, so it sees the face crop only.
+**BatchNorm** (``--bn``, full mode). The backbone embeds a crop and its XAI map, two
+very different kinds of image, with the same BatchNorm layers. ``joint`` (the default)
+normalizes crops and maps in one pass over the concatenated batch, in training as in
+evaluation: the statistics a layer trains with (the mixed batch's) are the ones its
+running averages hold, so the evaluated model is the trained one. ``frozen`` keeps the
+starting weights' statistics (BatchNorm in eval mode; its scale and shift still train):
+sound from a pretrained backbone, not from ``--init random``. ``separate`` is the
+earlier rule: crops and maps in separate train-mode passes, each normalized by its own
+batch statistics while the running averages mix both, so evaluation normalizes each
+modality with statistics it was not trained with. The record's ``bn_shift`` measures
+that gap: the relative distance between the train-mode and eval-mode embeddings of a
+validation batch, for crops and maps (README gives the proxy run's figures).
+
+``--no-maps`` trains the no-maps model: the same model with every XAI map rendered
+black (zeros) at training and test time, so it sees the face crop only. (The paper's
+PGD-B is not this model: it is a model trained *with* maps, tested with them blacked
+out, which ``training.evaluate`` does for every XAI model.)
 
 **Data.** The training rows of the dataset (train split, ``label`` 0 or 1, attacks of
 the dataset's train attacks — PGD in the paper). A validation split is held out **by
@@ -42,13 +57,14 @@ initialization, and says so in the record and the evaluation tables.
     python -m training.finetune data/xception models/xception --init resnet50.safetensors
     python -m training.finetune data/xception models/xception --init resnet50.safetensors \
         --xai guided_backprop --mode head
-    python -m training.finetune data/xception models/xception --init random --pgd-b
+    python -m training.finetune data/xception models/xception --init random --no-maps
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import sys
@@ -75,6 +91,7 @@ from training.data import (
     adversarial_inputs,
     atomic_write_text,
     batches,
+    in_set,
 )
 from training.errors import BadOptionError, EmptyDatasetError
 from training.metrics import balanced_accuracy
@@ -84,10 +101,12 @@ log = logging.getLogger("training.finetune")
 
 CONFIGS = ("full", "head")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-PGD_B = "pgd-b"
+BN_RULES = ("joint", "frozen", "separate")
+"""BatchNorm in full finetuning (module docstring, "BatchNorm")."""
+NO_MAPS = "no-maps"
+"""The name of the model trained and tested with black maps, in file names and tables."""
 RANDOM_INIT = "random"
 """``--init random``: start from the seeded random initialization (not the paper's)."""
-"""The name of the baseline whose maps are zeros, in file names and tables."""
 THRESHOLD = 0.5
 """The paper's decision threshold on p_attacked."""
 
@@ -97,7 +116,7 @@ class FinetuneOptions:
     dataset: Path
     out: Path
     xai: str | None = "guided_backprop"
-    """XAI method whose maps are used; None: PGD-B (maps rendered black)."""
+    """XAI method whose maps are used; None: the no-maps model (maps rendered black)."""
     config: str = "full"
     arch: str | None = None
     """Detect-ResNet50 architecture (default: the one the dataset's maps were made for)."""
@@ -105,6 +124,8 @@ class FinetuneOptions:
     """Required. Weights to start from: a converted ImageNet ``resnet50`` backbone
     (partial; the paper's start) or a complete Detect-ResNet50 file, or ``random`` for
     the registry's seeded random initialization (recorded, and named in the tables)."""
+    bn: str = "joint"
+    """BatchNorm rule in full mode: joint | frozen | separate (module docstring)."""
     epochs: int = 100
     """The paper's "100 iterations", read as epochs (``max_steps`` caps steps instead)."""
     max_steps: int = 0
@@ -124,7 +145,7 @@ class FinetuneOptions:
 
     @property
     def maps_name(self) -> str:
-        return self.xai or PGD_B
+        return self.xai or NO_MAPS
 
 
 @dataclass
@@ -211,11 +232,9 @@ def split_train_val(rows: Sequence[Row], fraction: float, seed: int) -> tuple[li
 
 
 def training_rows(dataset: Dataset, attacks: Sequence[str]) -> list[Row]:
-    return dataset.select(
-        split="train",
-        label=lambda v: v is not None,
-        attack=lambda a: a is None or a in attacks,
-    )
+    """The train split's rows in the sets of real faces + faces each train attack fooled
+    (the paper's pairs when the dataset was built with them)."""
+    return [r for r in dataset.select(split="train") if any(in_set(r, a) for a in attacks)]
 
 
 def check_classes(rows: Sequence[Row], what: str) -> None:
@@ -268,6 +287,8 @@ class Finetuner:
         o = self.o = options
         if o.config not in CONFIGS:
             raise BadOptionError("--mode", o.config, " or ".join(CONFIGS))
+        if o.bn not in BN_RULES:
+            raise BadOptionError("--bn", o.bn, " or ".join(BN_RULES))
         if not o.init:
             raise BadOptionError(
                 "--init",
@@ -317,6 +338,41 @@ class Finetuner:
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         return model
+
+    def set_train_mode(self, model: nn.Module) -> None:
+        """Train mode for a full finetune; ``--bn frozen`` keeps BatchNorm in eval mode."""
+        model.train()
+        if self.o.bn == "frozen":
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def train_forward(self, model: nn.Module, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Training logits under the ``--bn`` rule (``joint`` and ``frozen``: the model's own
+        single pass; ``separate``: one train-mode pass per modality)."""
+        if self.o.bn == "separate":
+            return model.head(torch.cat([model.embed(x), model.embed(m)], dim=1))
+        return model(x, m)
+
+    @torch.no_grad()
+    def bn_shift(self, model: nn.Module) -> dict[str, float]:
+        """Relative distance ``‖e_train − e_eval‖ / ‖e_eval‖`` between the embeddings a
+        validation batch gets in training (under the ``--bn`` rule) and in evaluation, for
+        crops and for maps: 0 when evaluation normalizes as training did."""
+        probe = copy.deepcopy(model)  # train-mode passes move the running statistics
+        idx = list(range(min(len(self.val), 4 * self.o.batch_size)))
+        x, m = (t.to(self.device) for t in self.val.tensors(idx, self.size))
+        probe.eval()
+        e_eval = probe.embed(torch.cat([x, m])).float().chunk(2)
+        self.set_train_mode(probe)
+        if self.o.bn == "separate":
+            e_train = (probe.embed(x).float(), probe.embed(m).float())
+        else:
+            e_train = probe.embed(torch.cat([x, m])).float().chunk(2)
+        return {
+            name: round(float((t - e).norm() / e.norm().clamp_min(1e-12)), 4)
+            for name, t, e in zip(("crops", "maps"), e_train, e_eval, strict=True)
+        }
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp is None:
@@ -374,7 +430,7 @@ class Finetuner:
 
             def train_logits(idx: torch.Tensor) -> torch.Tensor:
                 x, m = self.train.tensors(idx.tolist(), self.size)
-                return model(x.to(self.device), m.to(self.device))
+                return self.train_forward(model, x.to(self.device), m.to(self.device))
 
             def val_probs() -> tuple[torch.Tensor, float]:
                 return self.evaluate(model, self.val)
@@ -385,6 +441,8 @@ class Finetuner:
         history, best = self._loop(model, opt, scaler, train_logits, val_probs)
         seconds = time.perf_counter() - started
         record = self._record(history, best, seconds)
+        if o.config == "full":
+            record["bn_shift"] = self.bn_shift(model)
         atomic_write_text(o.out / f"{self.name}.json", json.dumps(record, indent=2) + "\n")
         return record
 
@@ -413,7 +471,7 @@ class Finetuner:
             for s in batches(n, o.batch_size):
                 idx = order[s]
                 if o.config == "full":
-                    model.train()
+                    self.set_train_mode(model)
                 with self.autocast():
                     logits = train_logits(idx)
                 loss = F.cross_entropy(logits.float(), self.train.labels[idx].to(self.device))
@@ -517,6 +575,7 @@ class Finetuner:
             "xai": o.xai,
             "maps": "zero" if o.xai is None else "xai",
             "config": o.config,
+            "bn": o.bn if o.config == "full" else "frozen",
             "init": o.init,
             "train_attacks": self.attacks,
             "train": counts(self.train),
@@ -543,7 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="folder for the checkpoint (.safetensors) and its record (.json)")
     maps = p.add_mutually_exclusive_group()
     maps.add_argument("--xai", default="guided_backprop", help="XAI method of the maps")
-    maps.add_argument("--pgd-b", action="store_true", help="PGD-B baseline: maps are zeros")
+    maps.add_argument(
+        "--no-maps",
+        action="store_true",
+        help="train the no-maps model: maps are zeros in training and test (crop only)",
+    )
     p.add_argument(
         "--mode",
         default="full",
@@ -557,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights to start from: a converted ImageNet resnet50 backbone (the paper's "
         "start) or a Detect-ResNet50 file; 'random' for a seeded random initialization "
         "(not the paper's setting; recorded and named in the tables)",
+    )
+    p.add_argument(
+        "--bn",
+        default="joint",
+        choices=BN_RULES,
+        help="BatchNorm in --mode full: joint (crops and maps in one pass, as evaluated), "
+        "frozen (the starting weights' statistics), separate (one train pass per modality)",
     )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: off)")
@@ -585,10 +655,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = FinetuneOptions(
         dataset=Path(args.dataset),
         out=Path(args.out),
-        xai=None if args.pgd_b else args.xai,
+        xai=None if args.no_maps else args.xai,
         config=args.mode,
         arch=args.arch,
         init=args.init,
+        bn=args.bn,
         epochs=args.epochs,
         max_steps=args.max_steps,
         patience=args.patience,

@@ -13,7 +13,7 @@ results (proxy data, tiny models), not the paper's**:
    fakes, every registered attack of the paper (PGD, APGD, NES, Square) on the test
    fakes, small budgets; XAI maps of the engine;
 4. **finetune** — ``python -m training.finetune``: Detect-ResNet50 (tiny) per XAI method,
-   full and head configurations, and the PGD-B baseline;
+   full and head configurations, and the no-maps model;
 5. **evaluate** — ``python -m training.evaluate --label PROXY``: the tables (Markdown,
    CSV) and ROC plots.
 
@@ -337,10 +337,10 @@ class ProxyRun:
         s = self.s
         data, models = str(self.out / "data" / arch), str(self.out / "models" / arch)
         for config in s.configs:
-            for maps in [*s.xai, finetune.PGD_B]:
+            for maps in [*s.xai, finetune.NO_MAPS]:
                 argv = [data, models, "--mode", config, "--device", "cpu"]
                 argv += ["--seed", str(self.seed), "--init", finetune.RANDOM_INIT]
-                argv += ["--pgd-b"] if maps == finetune.PGD_B else ["--xai", maps]
+                argv += ["--no-maps"] if maps == finetune.NO_MAPS else ["--xai", maps]
                 if config == "full":
                     argv += ["--epochs", str(s.full_epochs), "--max-steps", str(s.full_max_steps)]
                 else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.defenses import defense_title
-from training.finetune import PGD_B
+from training.finetune import NO_MAPS
 
 if TYPE_CHECKING:
     from training.data import Dataset
@@ -26,7 +26,7 @@ XAI_TITLES = {
     "input_x_gradient": "Inp × Grad",
     "integrated_gradients": "Int-Grad",
     "saliency": "Saliency",
-    PGD_B: "PGD-B (black maps)",
+    NO_MAPS: "no-maps model",
 }
 ATTACK_ORDER = ("pgd", "apgd", "square", "nes")
 ATTACK_TITLES = {"pgd": "PGD", "apgd": "APGD", "square": "Square", "nes": "NES"}
@@ -115,12 +115,15 @@ class Tables:
             "* **Vid / F2F**: share of videos (majority vote of frames; fake when more than "
             "half are called fake) / of frames given the right verdict — the paper's "
             '"precision".',
-            "* **Detect-ResNet50 accuracy**: balanced accuracy (mean of per-class accuracies, "
-            "threshold 0.5) on the test faces the deepfake detector calls real: real faces "
-            "and the faces the attack fooled. `*`: the attack Detect-ResNet50 was trained on. "
-            "Averages leave out the PGD-B rows.",
-            "* **PGD-B**: trained and tested with black maps (crop only). **PGD-B†**: the model "
-            "trained with maps, tested on the PGD set with its maps blacked out.",
+            "* **Detect-ResNet50 accuracy**: the share of right answers (threshold 0.5) on "
+            "the test faces the deepfake detector calls real: real faces and the faces the "
+            "attack fooled, in the paper's real/attacked pairs (one fooled face per real "
+            "face, per video group and attack), so each set is balanced. `*`: the attack "
+            "Detect-ResNet50 was trained on. Averages leave out the PGD-B rows; the Total "
+            "Average is the mean of the detectors' Averages.",
+            "* **PGD-B** (as in the paper): each model trained with XAI maps, tested on the "
+            "train attack's set with its maps blacked out (zeros). **No-maps model** (not in "
+            "the paper): a model trained and tested with black maps, i.e. on the crop only.",
             "* **Defenses**: the crop is transformed (median/Gaussian/average 3×3, JPEG "
             'q70/80/90), the deepfake detector judges it again; "fake" counts as attacked. '
             '"detector alone" is the undefended system (50% by construction: it calls '
@@ -184,49 +187,54 @@ class Tables:
         return [*lines, ""]
 
     def _md_detection(self, number: int, config: str) -> list[str]:
+        """The paper's Tables 3 and 4: a block per deepfake detector with its PGD-B row
+        (the map-trained models tested with black maps on the train attack, in brackets),
+        a row per attack and the block's Average (PGD-B left out), then the Total
+        Average over the detectors. The no-maps model (trained with black maps, not in
+        the paper) is an extra column."""
         results = [
             d for d in self.detection if d.method == "detect_resnet50" and d.config == config
         ]
         if not results:
             return []
         what = CONFIG_TITLES[config]
-        lines = [f"## {self.title(f'Table {number} — Detect-ResNet50 accuracy, {what}')}", ""]
+        columns = ordered([d.maps for d in results if d.maps != NO_MAPS], XAI_ORDER)
+        extra = [NO_MAPS] if any(d.maps == NO_MAPS for d in results) else []
+        header = ["model", "attack", *(XAI_TITLES.get(c, c) for c in [*columns, *extra])]
+        rows: list[list[str]] = []
+        averages: dict[str, list[float]] = defaultdict(list)
         for detector in dict.fromkeys(d.detector for d in results):
             mine = [d for d in results if d.detector == detector]
             trained = set().union(*(set(self._train_attacks(d.dataset)) for d in mine))
-            columns = ordered([d.maps for d in mine if d.maps != PGD_B], XAI_ORDER)
-            has_b = any(d.maps == PGD_B for d in mine)
-            header = ["attack", *(XAI_TITLES.get(c, c) for c in columns)]
-            header += [XAI_TITLES[PGD_B]] if has_b else []
+            get = {(d.maps, d.attack, d.test_maps): d.accuracy for d in mine}
             attacks = ordered([d.attack for d in mine], ATTACK_ORDER)
-            get = {(d.maps, d.attack, d.test_maps): d.balanced_accuracy for d in mine}
-            rows, sums = [], defaultdict(list)
+            block: list[list[str]] = []
             for a in attacks:
-                star = "*" if a in trained else ""
-                cells = [f"{attack_title(a)}{star}"]
-                for c in [*columns, *([PGD_B] if has_b else [])]:
-                    v = get.get((c, a, "zero" if c == PGD_B else "xai"), float("nan"))
-                    sums[c].append(v)
-                    cells.append(pct(v))
-                rows.append(cells)
-            rows.append(
-                [
-                    "**Average**",
-                    *(pct(_mean(sums[c])) for c in columns),
-                    *([pct(_mean(sums[PGD_B]))] if has_b else []),
-                ]
-            )
-            for a in attacks:
-                if a in trained and any(get.get((c, a, "zero")) is not None for c in columns):
-                    rows.append(
+                if a in trained and any((c, a, "zero") in get for c in columns):
+                    block.append(
                         [
-                            f"(PGD-B† {attack_title(a)})",
+                            f"(PGD-B, {attack_title(a)}*)",
                             *(f"({pct(get.get((c, a, 'zero'), float('nan')))})" for c in columns),
-                            *(["–"] if has_b else []),
+                            *("–" for _ in extra),
                         ]
                     )
-            lines += [f"**{detector}**", "", md_table(header, rows), ""]
-        return lines
+            sums = defaultdict(list)
+            for a in attacks:
+                cells = [f"{attack_title(a)}{'*' if a in trained else ''}"]
+                for c in [*columns, *extra]:
+                    v = get.get((c, a, "zero" if c == NO_MAPS else "xai"), float("nan"))
+                    sums[c].append(v)
+                    cells.append(pct(v))
+                block.append(cells)
+            block.append(["**Average**", *(pct(_mean(sums[c])) for c in [*columns, *extra])])
+            for c in [*columns, *extra]:
+                averages[c].append(_mean(sums[c]))
+            rows += [[f"**{detector}**" if k == 0 else "", *r] for k, r in enumerate(block)]
+        rows.append(
+            ["", "**Total Average**", *(pct(_mean(averages[c])) for c in [*columns, *extra])]
+        )
+        lines = [f"## {self.title(f'Table {number} — Detect-ResNet50 accuracy, {what}')}", ""]
+        return [*lines, md_table(header, rows), ""]
 
     def _train_attacks(self, dataset: str) -> list[str]:
         for ds in self.datasets:
@@ -235,15 +243,15 @@ class Tables:
         return []
 
     def _md_comparison(self) -> list[str]:
-        rows_d = [d for d in self.detection if d.test_maps != "zero" or d.maps == PGD_B]
+        rows_d = [d for d in self.detection if d.test_maps != "zero" or d.maps == NO_MAPS]
         if not rows_d:
             return []
         attacks = ordered([d.attack for d in rows_d], ATTACK_ORDER)
         lines = [
             f"## {self.title('Table 5 — Detect-ResNet50 vs input-transformation defenses')}",
             "",
-            "Balanced accuracy (AUC in brackets) on the same test sets: real faces vs faces "
-            "the attack fooled.",
+            "Accuracy (AUC in brackets) on the same test sets: real faces vs faces the "
+            "attack fooled.",
             "",
         ]
         header = ["detector", "method", *(attack_title(a) for a in attacks), "mean"]
@@ -262,8 +270,8 @@ class Tables:
             cells = [detector, name]
             for a in attacks:
                 d = mine.get(a)
-                cells.append(f"{pct(d.balanced_accuracy)} ({num(d.auc)})" if d else "–")
-            cells.append(pct(_mean([mine[a].balanced_accuracy for a in attacks if a in mine])))
+                cells.append(f"{pct(d.accuracy)} ({num(d.auc)})" if d else "–")
+            cells.append(pct(_mean([mine[a].accuracy for a in attacks if a in mine])))
             rows.append(cells)
         return [*lines, md_table(header, rows), ""]
 

@@ -40,12 +40,10 @@ class DetectResNet50(nn.Module):
     def forward(self, crops: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         if crops.shape != maps.shape:
             raise ValueError(f"crops {tuple(crops.shape)} and maps {tuple(maps.shape)} differ")
-        if self.training:
-            # Separate passes keep BatchNorm's batch statistics per modality.
-            e_crop, e_map = self.embed(crops), self.embed(maps)
-        else:
-            # Same result in eval mode, in one backbone pass over twice the batch.
-            e_crop, e_map = self.embed(torch.cat([crops, maps])).chunk(2)
+        # One backbone pass over crops and maps together, in training as in eval: the
+        # batch statistics BatchNorm trains with and the running statistics it evaluates
+        # with are both those of the mixed batch (training.finetune, "BatchNorm").
+        e_crop, e_map = self.embed(torch.cat([crops, maps])).chunk(2)
         return self.head(torch.cat([e_crop, e_map], dim=1))
 
     def forward_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
@@ -60,12 +58,7 @@ class DetectResNet50(nn.Module):
                 f"stacked input {tuple(stacked.shape)} is not (2M, 3, S, S): build it with "
                 "engine.xai.maps.detect_resnet_inputs(crops, attributions, ...)"
             )
-        crops, maps = stacked.chunk(2)
-        if self.training:
-            # Separate passes keep BatchNorm's batch statistics per modality.
-            e_crop, e_map = self.backbone(crops), self.backbone(maps)
-        else:
-            e_crop, e_map = self.backbone(stacked).chunk(2)
+        e_crop, e_map = self.backbone(stacked).chunk(2)
         return self.head(torch.cat([e_crop, e_map], dim=1))
 
 

@@ -70,40 +70,44 @@ def test_detect_resnet50_shares_one_backbone_and_has_paper_head(name):
     assert not torch.allclose(model(maps, crops), logits)
 
 
-def test_detect_resnet50_keeps_batchnorm_statistics_per_modality_in_training():
-    """In train mode crops and maps go through the backbone in separate passes, so each
-    BatchNorm normalizes a modality by its own batch statistics; ``forward_stacked`` (the
-    fused path's input) does the same, and eval mode's single pass over both equals two."""
+def test_detect_resnet50_trains_with_the_batchnorm_statistics_it_is_evaluated_with():
+    """Crops and maps go through the backbone in ONE pass, in train mode as in eval mode:
+    once the running statistics hold a batch's statistics, eval mode gives that batch
+    train mode's answer. With a pass per modality (the earlier rule) each modality was
+    normalized by its own statistics in training and by the mix of both in evaluation."""
     torch.manual_seed(0)
     model = create_model("detect_resnet50_tiny")
-    crops = torch.rand(4, 3, 64, 64)
-    maps = 0.2 * torch.rand(4, 3, 64, 64) ** 4  # sparse and dark, as explanation maps are
+    crops = torch.rand(8, 3, 64, 64)
+    maps = 0.2 * torch.rand(8, 3, 64, 64) ** 4  # sparse and dark, as explanation maps are
 
     def fresh() -> torch.nn.Module:
-        return copy.deepcopy(model).train()  # each train-mode pass updates running stats
+        m = copy.deepcopy(model).train()
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.reset_running_stats()
+                bn.momentum = None  # running statistics = the statistics of what it saw
+        return m
 
-    trained = fresh()
-    out = trained(crops, maps)
-    ref = fresh()
-    separate = ref.head(torch.cat([ref.embed(crops), ref.embed(maps)], dim=1))
-    mixed = fresh()
-    joint = mixed.head(torch.cat(mixed.embed(torch.cat([crops, maps])).chunk(2), dim=1))
-    assert torch.allclose(out, separate, rtol=1e-4, atol=1e-5)
-    assert (out - joint).abs().max() > 100 * (out - separate).abs().max() + 1e-4
-    stacked = torch.cat([(crops - model.mean) / model.std, (maps - model.mean) / model.std])
-    assert torch.allclose(fresh().forward_stacked(stacked), out, rtol=1e-4, atol=1e-5)
-    for a, b in zip(trained.modules(), ref.modules(), strict=True):  # same statistics kept
-        if isinstance(a, torch.nn.BatchNorm2d):
-            assert torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
-            assert torch.allclose(a.running_var, b.running_var, rtol=1e-4, atol=1e-6)
+    def gap(train_out: torch.Tensor, eval_out: torch.Tensor) -> float:
+        return float((train_out - eval_out).norm() / eval_out.norm())
+
+    joint = fresh()
+    out = joint(crops, maps)
     out.sum().backward()
-    assert trained.backbone.conv1.weight.grad.abs().sum() > 0
-
-    evaluated = copy.deepcopy(trained).eval()
+    assert joint.backbone.conv1.weight.grad.abs().sum() > 0
+    stacked = torch.cat([(crops - model.mean) / model.std, (maps - model.mean) / model.std])
+    torch.testing.assert_close(fresh().forward_stacked(stacked), out, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        one_pass = evaluated(crops, maps)
-        two = evaluated.head(torch.cat([evaluated.embed(crops), evaluated.embed(maps)], dim=1))
-    assert torch.allclose(one_pass, two, rtol=1e-4, atol=1e-5)
+        joint_gap = gap(out, joint.eval()(crops, maps))
+
+    separate = fresh()
+    with torch.no_grad():
+        out_sep = separate.head(torch.cat([separate.embed(crops), separate.embed(maps)], 1))
+        separate_gap = gap(out_sep, separate.eval()(crops, maps))
+    # Eval's running variance is the unbiased one (a factor n / (n - 1) on small layers):
+    # the joint rule's gap is that, the separate rule's is the mix of two modalities.
+    assert joint_gap < 0.1 * separate_gap
+    assert separate_gap > 0.05
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if model_cfg(n).tiny])

@@ -353,3 +353,85 @@ def test_the_guided_rule_setting_reaches_the_stored_maps(tmp_path: Path):
         assert len(rows) == 2
         maps[rule] = ds.maps(rows, "guided_backprop").float()
     assert (maps["captum"] - maps["textbook"]).abs().max() > 12  # of 255
+
+
+# --- the paper's real/attacked pairs -------------------------------------------------------------
+
+
+def _row(i: int, group: str, video: str, label: int | None, attack: str | None) -> dict:
+    return {
+        "id": f"{video}#{i}:{attack or 'clean'}",
+        "split": "train",
+        "group": group,
+        "video": video,
+        "label": label,
+        "attack": attack,
+    }
+
+
+def test_pairing_gives_one_fooled_face_per_real_face_per_group_and_attack():
+    """FF++-like groups: one real video and three manipulations of it. Pairs balance each
+    group and attack, draw fooled faces from every manipulation in turn, and leave rows
+    no model sees (label None) out."""
+    from training.data import in_set, pair_rows
+
+    rows = [_row(i, "g1", "real/g1", 0, None) for i in range(3)]
+    rows += [_row(i, "g1", f"fake/{m}/g1", 1, "pgd") for m in ("A", "B", "C") for i in range(4)]
+    rows += [_row(i, "g1", f"fake/{m}/g1", None, None) for m in ("A", "B") for i in range(2)]
+    rows += [_row(i, "g2", "real/g2", 0, None) for i in range(5)]  # more real than fooled
+    rows += [_row(i, "g2", "fake/A/g2", 1, "pgd") for i in range(2)]
+    rows += [_row(i, "g3", "real/g3", 0, None) for i in range(2)]  # no attack succeeded
+    pair_rows(rows, "pairs", seed=0)
+
+    def members(group: str, label: int) -> list[dict]:
+        return [r for r in rows if r["group"] == group and r["label"] == label and in_set(r, "pgd")]
+
+    assert len(members("g1", 0)) == 3 and len(members("g1", 1)) == 3
+    assert {r["video"] for r in members("g1", 1)} == {"fake/A/g1", "fake/B/g1", "fake/C/g1"}
+    assert len(members("g2", 0)) == 2 and len(members("g2", 1)) == 2
+    assert not members("g3", 0)  # a real face with no partner is outside the pairs
+    assert all(r["paired"] == [] for r in rows if r["label"] is None)
+    again = [dict(r) for r in rows]
+    pair_rows(again, "pairs", seed=0)
+    assert [r["paired"] for r in again] == [r["paired"] for r in rows]  # deterministic
+
+    # A test attack added later pairs on its own; the PGD pairs stay as they were.
+    with_apgd = [dict(r) for r in rows] + [_row(i, "g1", "fake/A/g1", 1, "apgd") for i in range(2)]
+    pair_rows(with_apgd, "pairs", seed=0)
+    assert [("pgd" in r["paired"]) for r in with_apgd[: len(rows)]] == [
+        ("pgd" in r["paired"]) for r in rows
+    ]
+    assert sum(1 for r in with_apgd if r["label"] == 0 and "apgd" in r["paired"]) == 2
+
+    everything = [dict(r) for r in rows]
+    pair_rows(everything, "all", seed=0)
+    assert (
+        sum(in_set(r, "pgd") for r in everything)
+        == sum(r["label"] is not None for r in everything) - 2
+    )  # all labelled rows, except g3's real faces: g3 has no PGD row at all
+
+
+def test_the_built_dataset_is_the_papers_balanced_pairs(dataset: Dataset, proxy_run: Path):
+    """The proxy's dataset (built with the default pairing): every group's set of real +
+    fooled faces is balanced for each attack, and finetune trains on exactly those sets."""
+    from training.data import in_set
+    from training.finetune import training_rows
+
+    assert dataset.info["pairing"] == "pairs"
+    fooled = [r for r in dataset.rows if r["label"] == 1]
+    assert fooled
+    for split in ("train", "test"):
+        for attack in dataset.info["attacks"][split]:
+            groups = {r["group"] for r in dataset.rows if r["split"] == split}
+            for g in groups:
+                mine = [r for r in dataset.rows if r["split"] == split and r["group"] == g]
+                real = sum(1 for r in mine if r["label"] == 0 and in_set(r, attack))
+                hit = sum(1 for r in mine if r["label"] == 1 and in_set(r, attack))
+                possible = min(
+                    sum(1 for r in mine if r["label"] == 0),
+                    sum(1 for r in mine if r["label"] == 1 and r["attack"] == attack),
+                )
+                assert real == hit == possible
+    rows = training_rows(dataset, list(dataset.info["attacks"]["train"]))
+    labels = [r["label"] for r in rows]
+    assert labels.count(0) == labels.count(1) > 0

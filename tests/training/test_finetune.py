@@ -91,13 +91,13 @@ def options(data: Path, out: Path, **kw: object) -> FinetuneOptions:
     return FinetuneOptions(dataset=data, out=out, device="cpu", **kw)  # type: ignore[arg-type]
 
 
-def test_the_head_learns_from_the_maps_and_pgd_b_cannot(data: Path, tmp_path: Path):
+def test_the_head_learns_from_the_maps_and_the_no_maps_model_cannot(data: Path, tmp_path: Path):
     with_maps = Finetuner(options(data, tmp_path, config="head", epochs=15)).run()
     black = Finetuner(options(data, tmp_path, xai=None, config="head", epochs=15)).run()
     assert with_maps["best"]["val_metric"] == 1.0
-    # PGD-B sees identical inputs (same crop, black maps): it can only guess one class.
+    # The no-maps model sees identical inputs (same crop, black maps): it can only guess.
     assert all(h["val_metric"] == 0.5 for h in black["history"])
-    assert black["name"] == f"{ARCH}.pgd-b.head" and black["maps"] == "zero"
+    assert black["name"] == f"{ARCH}.no-maps.head" and black["maps"] == "zero"
 
 
 def test_head_training_keeps_the_warm_started_backbone(data: Path, tmp_path: Path):
@@ -214,3 +214,29 @@ def test_the_starting_weights_must_be_named_and_are_recorded(data: Path, tmp_pat
         Finetuner(options(data, tmp_path, init=None))
     record = Finetuner(options(data, tmp_path, max_steps=1, epochs=1)).run()
     assert record["init"] == "random"
+
+
+def test_batchnorm_rules_in_full_finetuning(data: Path, tmp_path: Path):
+    """--bn: joint trains with the statistics it is evaluated with (its record's train/eval
+    embedding gap is far below the separate passes'), frozen leaves the starting weights'
+    running statistics untouched, and an unknown rule is refused with the choices."""
+    records = {}
+    for rule in finetune.BN_RULES:
+        out = tmp_path / rule
+        records[rule] = Finetuner(
+            options(data, out, config="full", bn=rule, epochs=1, max_steps=6)
+        ).run()
+        assert records[rule]["bn"] == rule
+        assert records[rule]["options"]["bn"] == rule
+    shift = {rule: r["bn_shift"] for rule, r in records.items()}
+    assert shift["frozen"] == {"crops": 0.0, "maps": 0.0}
+    for kind in ("crops", "maps"):
+        assert shift["joint"][kind] < shift["separate"][kind]
+    start = create_model(ARCH, seed=0).state_dict()
+    frozen = load_file(tmp_path / "frozen" / records["frozen"]["weights"])
+    joint = load_file(tmp_path / "joint" / records["joint"]["weights"])
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(frozen[k], start[k]) for k in stats)
+    assert any(not torch.equal(joint[k], start[k]) for k in stats)
+    with pytest.raises(finetune.BadOptionError, match="--bn"):
+        Finetuner(options(data, tmp_path / "x", bn="mixed"))
