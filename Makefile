@@ -8,7 +8,7 @@ BUILD  ?= build
 # Re-install when pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup redis lint clean
+.PHONY: demo demo-weights test setup redis lint clean
 
 setup: $(STAMP)
 
@@ -28,11 +28,18 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# The demo clip (real, self-blended fake, PGD-attacked fake; lossless FFV1) judged with the
+# proxy-trained demo weights in demo/weights (not for real footage), then scored per segment.
 demo: setup redis
 	@mkdir -p $(BUILD)
-	$(VENV)/bin/veritas sample $(BUILD)/sample.mp4
-	$(VENV)/bin/veritas run $(BUILD)/sample.mp4 --config engine/configs/demo.toml \
+	$(PY) -m training.demo clip $(BUILD)/demo_clip.mkv
+	$(VENV)/bin/veritas run $(BUILD)/demo_clip.mkv --config engine/configs/demo.toml \
 	  --out $(BUILD)/demo.jsonl --annotate $(BUILD)/demo.mp4
+	$(PY) -m training.demo score $(BUILD)/demo.jsonl $(BUILD)/demo_clip.json
+
+# Remake demo/weights with the project's own training path (the proxy run's demo size).
+demo-weights: setup
+	$(PY) -m training.demo weights demo/weights
 
 # The suite, then its numerically sensitive tests (marker `numerics`) again as an AVX2-only
 # x86 CPU runs them: the same results must hold whatever kernels the CPU picks.

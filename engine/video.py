@@ -2,7 +2,9 @@
 
 :class:`VideoWriter` takes uint8 RGB frames and encodes them with the codec that
 fits the file's extension (H.264 for ``.mp4``/``.mkv``/``.ts``, VP9 for ``.webm``),
-at a fixed frame rate. Frames whose size differs from the first are resized to it;
+at a fixed frame rate; ``lossless=True`` writes FFV1 in RGB (``bgr0``), which decodes to
+the very pixels written (a Matroska ``.mkv`` file: what an adversarial perturbation
+needs to survive storage). Frames whose size differs from the first are resized to it;
 odd sizes are padded to even (4:2:0 chroma needs even dimensions).
 """
 
@@ -37,8 +39,12 @@ class VideoWriter:
         codec: str | None = None,
         crf: int = 23,
         options: dict[str, str] | None = None,
+        lossless: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.lossless = lossless
+        if lossless:
+            codec = "ffv1"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.codec = codec or CODEC_BY_SUFFIX.get(self.path.suffix.lower(), "libx264")
@@ -60,7 +66,7 @@ class VideoWriter:
         self._container = av.open(str(self.path), mode="w")
         stream = self._container.add_stream(self.codec, rate=self.fps, options=self.options)
         stream.width, stream.height = self.size
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "bgr0" if self.lossless else "yuv420p"
         self._stream = stream
 
     def write(self, rgb: np.ndarray) -> None:
@@ -77,6 +83,8 @@ class VideoWriter:
             else:
                 rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.lossless:
+            frame = frame.reformat(format="bgr0")
         frame.pts = self.frames
         frame.time_base = 1 / self.fps
         for packet in self._stream.encode(frame):

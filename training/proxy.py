@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,11 @@ class ProxySize:
     full_max_steps: int
     head_epochs: int
     configs: tuple[str, ...] = ("full", "head")
+    always: tuple[str, ...] = ()
+    """Identities given to both the detectors and the dataset (the demo's astronaut, so
+    that the demo's models have seen the face the demo shows)..."""
+    always_copies: int = 1
+    """... each as this many clips (``name-1``, ``name-2``, ...: a look and a group each)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +134,31 @@ SIZES: dict[str, ProxySize] = {
         full_epochs=2,
         full_max_steps=40,
         head_epochs=30,
+    ),
+    "demo": ProxySize(
+        # training.demo's weights: the full size's data, one detector, the demo's XAI method
+        # and mode, and a longer finetune.
+        detector_ids=40,
+        dataset_ids=60,
+        test_groups=3,  # the astronaut's group lands in train (the split is seeded)
+        frames=6,
+        detector_frames=6,
+        detectors=("xception_tiny",),
+        detector_steps=300,
+        xai=("guided_backprop",),
+        ig_steps=16,
+        attack_budgets={
+            "pgd": {"steps": 30},
+            "apgd": {"steps": 30, "n_restarts": 1},
+            "nes": {"steps": 20, "n_samples": 20, "n_restarts": 1},
+            "square": {"n_queries": 500},
+        },
+        full_epochs=4,
+        full_max_steps=160,
+        head_epochs=30,
+        configs=("full",),
+        always=("astronaut",),
+        always_copies=6,
     ),
 }
 
@@ -279,18 +309,26 @@ class ProxyRun:
         order = seeded_order([p.name for p in people], self.seed, "proxy")
         by_name = {p.name: p for p in people}
         s = self.s
-        chosen = [by_name[n] for n in order[: s.detector_ids + s.dataset_ids]]
+        chosen = [by_name[n] for n in order if n not in s.always]
+        chosen = chosen[: s.detector_ids + s.dataset_ids]
+        detectors, dataset = chosen[: s.detector_ids], chosen[s.detector_ids :]
+        copies = [
+            replace(by_name[n], name=n if s.always_copies == 1 else f"{n}-{i + 1}")
+            for n in s.always
+            for i in range(s.always_copies)
+        ]
+        detectors, dataset = detectors + copies, dataset + copies
         fakes = {"ratios": SBI_RATIOS, "strength": SBI_STRENGTH}
         write_clips(
             self.out / "media" / "detectors",
-            chosen[: s.detector_ids],
+            detectors,
             s.detector_frames,
             self.seed,
             **fakes,
         )
         write_clips(
             self.out / "media" / "dataset",
-            chosen[s.detector_ids :],
+            dataset,
             s.frames,
             self.seed + 1,
             **fakes,
@@ -361,7 +399,13 @@ class ProxyRun:
             f"{load[2]:.2f} (1 / 5 / 15 min)",
             f"* wall time: {total:.1f} s",
             f"* data: {s.detector_ids} identities train the deepfake detectors, {s.dataset_ids} "
-            f"make the dataset ({s.test_groups} test), {s.frames} frames per clip",
+            f"make the dataset ({s.test_groups} test), {s.frames} frames per clip"
+            + (
+                f"; {s.always_copies} clips each of {', '.join(s.always)} (other looks) "
+                "in both sets"
+                if s.always
+                else ""
+            ),
             f"* detectors: {json.dumps(self.detector_notes)}",
             f"* XAI: {', '.join(s.xai)} (Integrated Gradients with {s.ig_steps} steps)",
             f"* attacks: train pgd; test {', '.join(test_attacks)}; budgets "
