@@ -88,6 +88,24 @@ def run_local(
     if annotate:
         sinks.append(AnnotatedVideoSink(annotate))
     path = FramePath(pipeline, FramePathSettings.from_config(config), sinks)
+    try:
+        _run_path(path, sources, summary, failed, job, config, on_frames)
+    except KeyboardInterrupt:
+        # Ctrl-C: the frame path has closed (its sinks flushed whole records); the
+        # summary covers the frames analysed so far.
+        summary.interrupted = True
+    return summary.finish()
+
+
+def _run_path(
+    path: FramePath,
+    sources: list[Source],
+    summary: RunSummary,
+    failed: Callable[[str, BaseException], None],
+    job: str,
+    config: Config,
+    on_frames: Callable[[int], None] | None,
+) -> None:
     with path:
         for source in sources:
             summary.register(source.name)  # listed even if it yields no frame
@@ -108,4 +126,3 @@ def run_local(
                 summary.add(record)
             if on_frames:
                 on_frames(step.frames)
-    return summary.finish()

@@ -55,7 +55,9 @@ def write_sample(
     path: str | Path, seconds: float = 2.0, fps: float = 25.0, size: int = 384
 ) -> Path:
     n = max(1, round(seconds * fps))
-    with VideoWriter(path, fps) as writer:
+    # A keyframe every second: the clip can be streamed (RTSP, RTMP, HLS segments) and
+    # joined mid-way.
+    with VideoWriter(path, fps, keyframe_s=1.0) as writer:
         for frame in sample_frames(n, size):
             writer.write(frame)
     return Path(path)

@@ -35,6 +35,9 @@ class RunSummary:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     weights: str = "trained"
+    interrupted: bool = False
+    """The run was stopped (Ctrl-C) before its sources ended: the counts cover the frames
+    analysed until then."""
 
     def register(self, source: str) -> None:
         self.sources.setdefault(source, SourceTally())
@@ -87,6 +90,7 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 3),
             "weights": self.weights,
+            "interrupted": self.interrupted,
             "sources": {
                 name: {
                     "frames": t.frames,
@@ -110,6 +114,8 @@ class RunSummary:
         for name, t in self.sources.items():
             status = f"FAILED: {t.error}" if t.error else t.majority.value
             lines.append(f"  {name:<{width}}  {t.frames:>6} frames  {status}")
+        if self.interrupted:
+            lines.append("INTERRUPTED: the counts cover the frames analysed before Ctrl-C")
         if self.weights != "trained":
             lines.append("weights: UNTRAINED — verdicts are random, see README 'Weights'")
         return "\n".join(lines)

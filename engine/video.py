@@ -40,9 +40,13 @@ class VideoWriter:
         crf: int = 23,
         options: dict[str, str] | None = None,
         lossless: bool = False,
+        keyframe_s: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.lossless = lossless
+        self.keyframe_s = keyframe_s
+        """A keyframe at least this often (seconds); None: the codec's default (x264: one
+        in 250 frames, 10 s at 25 fps, too sparse for a stream a player joins mid-way)."""
         if lossless:
             codec = "ffv1"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,8 @@ class VideoWriter:
         stream = self._container.add_stream(self.codec, rate=self.fps, options=self.options)
         stream.width, stream.height = self.size
         stream.pix_fmt = "bgr0" if self.lossless else "yuv420p"
+        if self.keyframe_s:
+            stream.codec_context.gop_size = max(1, round(float(self.fps) * self.keyframe_s))
         self._stream = stream
 
     def write(self, rgb: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from engine.cli.options import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     RUN_OPTIONS,
@@ -92,4 +93,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("veritas: interrupted; records written so far are kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT), as shells report it."""
 
 
 class Flag(NamedTuple):

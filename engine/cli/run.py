@@ -8,7 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.cli.options import EXIT_FAILED, EXIT_OK, add_config_arguments, config_from_args
+from engine.cli.options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_config_arguments,
+    config_from_args,
+)
 
 log = logging.getLogger("veritas")
 
@@ -53,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary.format(), file=sys.stderr if to_stdout else sys.stdout)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 

@@ -70,7 +70,10 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'updated', A
            'entry', ARGV[1], 'resumed_from', ARGV[7])
 redis.call('HSETNX', KEYS[1], 'started', ARGV[3])
 redis.call('HSETNX', KEYS[1], 'source', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'mode', ARGV[5])
+-- The mode the worker runs: the submitted one, or the worker's choice for a job submitted
+-- without one (submit writes an empty mode), so the hash and the progress say the same.
+local mode = redis.call('HGET', KEYS[1], 'mode')
+if not mode or mode == '' then redis.call('HSET', KEYS[1], 'mode', ARGV[5]) end
 local progress = redis.call('HGET', KEYS[1], 'progress') or ''
 local err = redis.call('HGET', KEYS[1], 'error') or ''
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''

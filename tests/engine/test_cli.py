@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -240,6 +241,22 @@ def test_sample_writes_a_decodable_clip_with_a_face(tmp_path, capsys):
     assert sum(found) >= 8
 
 
+def test_sample_clips_have_a_keyframe_every_second(tmp_path):
+    """Stream-friendly: a player or a live server joining mid-way waits at most a second
+    for a picture (x264's default is one keyframe in 250 frames, 10 s at 25 fps)."""
+    path = tmp_path / "sample.mp4"
+    assert main(["sample", str(path), "--seconds", "4", "--size", "96"]) == 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        keys = [
+            float(p.pts * stream.time_base)
+            for p in container.demux(stream)
+            if p.is_keyframe and p.pts is not None
+        ]
+    assert keys[0] == 0.0 and len(keys) >= 4
+    assert max(b - a for a, b in itertools.pairwise(keys)) <= 1.0 + 1e-6
+
+
 def test_sample_rejects_bad_sizes(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "s.mp4"), "--size", "8"]) == 2
     assert "size from 64 to 4096" in capsys.readouterr().err
@@ -357,3 +374,36 @@ def test_every_shortcut_flag_sets_its_config_key_in_run_bench_and_the_dataset_bu
     for name, (_, kind, text) in BENCH.items():  # bench's engine flags: the table's type
         if name in RUN_OPTIONS and name not in ("--xai", "--fps"):  # bench takes lists there
             assert kind is RUN_OPTIONS[name].type and RUN_OPTIONS[name].key in text, name
+
+
+def test_ctrl_c_stops_the_run_with_its_summary(tmp_path):
+    """SIGINT (Ctrl-C) mid-run: the records so far are whole, the summary of the frames
+    analysed until then is printed and marked interrupted, and the exit status is 130."""
+    clip = encode_video(tmp_path / "long.mp4", face_frames(150, size=128), fps=25)
+    out, summary = tmp_path / "r.jsonl", tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(clip), "--out", str(out),
+         "--summary-json", str(summary), *TINY_FLAGS, "--batch-size", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) >= 3:
+                break
+            assert proc.poll() is None, "veritas ended before it could be interrupted"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    lines = out.read_text().splitlines()
+    assert 3 <= len(lines) < 150
+    assert [validate_record(json.loads(x))["frame"] for x in lines] == list(range(len(lines)))
+    assert "INTERRUPTED" in stdout and f"frames {len(lines)} " in stdout
+    written = json.loads(summary.read_text())
+    assert written["interrupted"] is True and written["frames"] == len(lines)

@@ -269,6 +269,7 @@ def test_a_live_job_faster_than_the_models_drops_frames_in_real_time_and_ends_on
     progress = queue.job(live).progress
     frames = frames_of(queue, live)
     assert progress["dropped"] > 0 and progress["mode"] == "realtime"
+    assert queue.job(live).mode == "realtime"  # submitted without a mode: one truth
     assert len(frames) == progress["frames"] and frames == sorted(set(frames))
     assert frames[-1] - frames[0] + 1 > len(frames)  # the dropped frames left gaps
     # records name the feed as submitted (the stream key of the attempt stays internal)
