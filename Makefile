@@ -8,7 +8,7 @@ BUILD  ?= build
 # Re-install when pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-weights test setup redis lint clean
+.PHONY: demo demo-weights test setup redis live-servers lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,19 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# Real streaming servers for the live-feed tests (tests/servers.py): GStreamer's RTSP
+# server, nginx with the RTMP module, ffmpeg (SRT listener and bridge, live HLS);
+# installed through apt when absent.
+LIVE_PACKAGES = ffmpeg nginx libnginx-mod-rtmp gir1.2-gst-rtsp-server-1.0 python3-gi \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+live-servers:
+	@{ command -v ffmpeg && command -v nginx && test -f /usr/lib/nginx/modules/ngx_rtmp_module.so \
+	  && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')"; } >/dev/null 2>&1 || { \
+	  echo "live-feed test servers missing: installing them with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $(LIVE_PACKAGES) >/dev/null; }
+
 # The demo clip (real, self-blended fake, PGD-attacked fake; lossless FFV1) judged with the
 # proxy-trained demo weights in demo/weights (not for real footage), then scored per segment.
 demo: setup redis
@@ -45,7 +58,7 @@ demo-weights: setup
 # x86 CPU runs them: the same results must hold whatever kernels the CPU picks.
 AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-test: setup redis
+test: setup redis live-servers
 	$(PY) -m pytest -q
 	$(AVX2_ENV) $(PY) -m pytest -q -m numerics
 

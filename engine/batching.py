@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from engine.frames import Frame, FrameBatch
+from engine.realtime import too_late
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class _Feed:
     name: str
     depth: int
     overflow: Overflow
+    max_lag_s: float | None = None
+    """Drop (and count) a frame that arrived longer ago than this when it is batched."""
     buffer: deque[tuple[int, float, Frame]] = field(default_factory=deque)
     """(arrival number, arrival time, frame), oldest first."""
     frames: int = 0
@@ -123,6 +126,7 @@ class StreamMuxer:
         frames: Callable[[], Iterable[Frame]],
         overflow: Overflow = Overflow.BLOCK,
         depth: int | None = None,
+        max_lag_s: float | None = None,
     ) -> None:
         """Start reading ``frames()`` (called in the reader thread) as source ``name``.
 
@@ -130,10 +134,11 @@ class StreamMuxer:
         whatever the frames' own ``source`` says.
 
         ``depth`` (default ``queue_depth``) bounds the frames buffered for this source;
-        ``overflow`` says what a full buffer does. Names must be unique among the
-        sources that have not ended.
+        ``overflow`` says what a full buffer does; ``max_lag_s`` drops (and counts) the
+        frames that arrived (``Frame.arrived``) longer ago than that when they would be
+        batched. Names must be unique among the sources that have not ended.
         """
-        feed = _Feed(name, depth or self.queue_depth, Overflow(overflow))
+        feed = _Feed(name, depth or self.queue_depth, Overflow(overflow), max_lag_s)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the muxer is closed")
@@ -254,8 +259,11 @@ class StreamMuxer:
                 break
             feed = min(heads, key=lambda f: f.buffer[0][0])
             _, stamp, frame = feed.buffer.popleft()
-            self._pending.append((feed, stamp, frame))
             self._cond.notify_all()  # a blocked reader may continue
+            if too_late(frame, feed.max_lag_s):
+                feed.dropped += 1
+                continue
+            self._pending.append((feed, stamp, frame))
         if len(self._pending) >= self.batch_size:
             return self._flush()
         if self._pending and time.monotonic() >= self._pending[0][1] + self.max_latency_s:

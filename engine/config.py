@@ -234,6 +234,9 @@ class QueueConfig:
     """Default mode of URL sources: ``realtime`` (drop frames when behind) or ``lossless``."""
     live_buffer_frames: int = 16
     """Frames a live feed buffers; in real-time mode the oldest is dropped beyond this."""
+    live_max_lag_s: float = 2.0
+    """Real-time mode's lag budget: a frame that arrived longer ago than this when it
+    would be batched is dropped (and counted); 0: only the buffer bounds the lag."""
     live_open_timeout_s: float = 10.0
     """Give up connecting to a feed after this long (then back off and retry)."""
     live_read_timeout_s: float = 5.0
@@ -282,6 +285,7 @@ class QueueConfig:
         if self.live_mode not in LIVE_MODES:
             raise ConfigError("queue.live_mode", self.live_mode, " or ".join(LIVE_MODES))
         _check_range("queue.live_buffer_frames", self.live_buffer_frames, 1, 4096)
+        _check_range("queue.live_max_lag_s", self.live_max_lag_s, 0, 3600)
         _check_range("queue.live_open_timeout_s", self.live_open_timeout_s, 0.1, 3600)
         _check_range("queue.live_read_timeout_s", self.live_read_timeout_s, 0.1, 3600)
         _check_range("queue.live_reconnect_min_s", self.live_reconnect_min_s, 0.01, 3600)

@@ -12,15 +12,18 @@ pipeline):
 stage         runs in                 what it does
 ============  ======================  =====================================================
 decode        a reader thread         the stream's source decodes frames (host memory, or
-              per stream              device tensors where a decoder leaves them on a GPU)
-detect-ahead  the same reader thread  a per-frame (CPU) face detector finds the boxes as
+              per stream (real time:  device tensors where a decoder leaves them on a GPU);
+              a gate thread)          real time: into a drop-oldest gate, so frames are
+                                      dropped before any per-frame work
+                                      (:mod:`engine.realtime`)
+detect-ahead  the reader thread       a per-frame (CPU) face detector finds the boxes as
                                       frames are decoded, overlapping the model stages;
                                       a batched detector (RetinaFace) is left to analyse
 batch         the muxer               frames of every stream into one ``FrameBatch``:
                                       ``batch_size`` frames or ``max_latency_ms``; host
                                       frames in pinned memory for a GPU, device frames on
-                                      their device; a bounded buffer per stream, lossless
-                                      or drop-oldest (real time)
+                                      their device; a bounded buffer per stream (real
+                                      time: frames over the lag budget dropped here)
 analyse       the consumer            ``Pipeline.analyze``: detect (batched), crop,
                                       classify + XAI, Detect-ResNet50, on the device
 sinks         the consumer            every sink gets each analysed batch, and the start
@@ -41,12 +44,14 @@ are reported there and stopped, the others go on. Without it, the error propagat
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.batching import DEFAULT_QUEUE_DEPTH, Overflow, SourceEnded, StreamMuxer
 from engine.frames import Frame, FrameBatch
+from engine.realtime import LatencyWindow, RealTimeGate
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -99,6 +104,9 @@ class Stream:
     """What its full buffer does: wait (lossless) or drop the oldest frame (real time)."""
     depth: int | None = None
     """Frames buffered for it (default ``FramePathSettings.queue_depth``)."""
+    max_lag_s: float | None = None
+    """Real time only: drop frames that arrived longer ago than this before they are
+    batched (the lag budget; None: only the buffer bounds the lag)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,8 @@ class FramePath:
         self.on_stream_error = on_stream_error
         self.keep_maps = any(s.keeps_maps for s in self.sinks)
         self._jobs: dict[str, str] = {}
+        self._gates: dict[str, RealTimeGate] = {}
+        self._latency: dict[str, LatencyWindow] = {}
         self._closed = False
         self._muxer = StreamMuxer(
             settings.batch_size,
@@ -173,16 +183,30 @@ class FramePath:
     # --- streams ------------------------------------------------------------------------
 
     def add(self, stream: Stream) -> None:
-        """Start reading ``stream``: decode and face detection in its own reader thread."""
+        """Start reading ``stream``: decode and face detection in its own reader thread
+        (real time: decode in a gate's thread of its own, the drop before detection)."""
         self._jobs[stream.key] = stream.job
+        self._latency[stream.key] = LatencyWindow()
         for sink in self.sinks:
             sink.stream_started(stream)
-        self._muxer.add(
-            stream.key,
-            lambda: self.pipeline.detect_ahead(stream.open()),
-            stream.overflow,
-            depth=stream.depth,
-        )
+        depth = stream.depth or self.settings.queue_depth
+        if stream.overflow is Overflow.DROP_OLDEST:
+            gate = RealTimeGate(stream.open(), depth, stream.max_lag_s)
+            self._gates[stream.key] = gate
+            self._muxer.add(
+                stream.key,
+                lambda: self.pipeline.detect_ahead(gate),
+                Overflow.BLOCK,  # the gate drops, before the per-frame work
+                depth=depth,
+                max_lag_s=stream.max_lag_s,
+            )
+        else:
+            self._muxer.add(
+                stream.key,
+                lambda: self.pipeline.detect_ahead(stream.open()),
+                stream.overflow,
+                depth=depth,
+            )
 
     def stop(self, key: str) -> None:
         """Stop reading stream ``key`` and discard its frames not yet batched; a
@@ -190,8 +214,14 @@ class FramePath:
         self._muxer.stop(key)
 
     def dropped(self, key: str) -> int:
-        """Frames of stream ``key`` dropped so far by its drop-oldest buffer."""
-        return self._muxer.dropped(key)
+        """Frames of stream ``key`` dropped so far to stay in real time (its gate's full
+        buffer, frames over its lag budget)."""
+        gate = self._gates.get(key)
+        return self._muxer.dropped(key) + (gate.dropped if gate else 0)
+
+    def latency(self, key: str) -> LatencyWindow | None:
+        """Arrival-to-record latency of stream ``key``'s recent records."""
+        return self._latency.get(key)
 
     @property
     def active(self) -> int:
@@ -244,6 +274,10 @@ class FramePath:
 
     def _ended(self, ended: SourceEnded) -> SourceEnded:
         self._jobs.pop(ended.source, None)
+        self._latency.pop(ended.source, None)
+        gate = self._gates.pop(ended.source, None)
+        if gate is not None:
+            ended = replace(ended, dropped=ended.dropped + gate.dropped)
         for sink in self.sinks:
             sink.stream_ended(ended)
         return ended
@@ -259,9 +293,17 @@ class FramePath:
                 len(batch),
             )
             return self._analyse_apart(batch)
+        self._measure(batch)
         for sink in self.sinks:
             sink.write(result, batch)
         return Analysed(((batch, result),))
+
+    def _measure(self, batch: FrameBatch) -> None:
+        now = time.time()
+        for key, arrived in zip(batch.streams, batch.arrived, strict=False):
+            window = self._latency.get(key)
+            if window is not None and arrived is not None:
+                window.add(now - arrived)
 
     def _analyse_apart(self, batch: FrameBatch) -> Analysed:
         """Each stream's frames of ``batch`` alone; the streams whose frames fail are
@@ -276,6 +318,7 @@ class FramePath:
                 self.stop(key)
                 self.on_stream_error(key, error)
                 continue
+            self._measure(sub)
             for sink in self.sinks:
                 sink.write(result, sub)
             parts.append((sub, result))

@@ -31,6 +31,9 @@ class Frame:
     boxes: torch.Tensor | None = field(default=None, repr=False)
     """Face boxes ``(k, 5)`` when a detector already ran on this frame (in the reader
     thread: ``Pipeline.detect_ahead``); None when not detected yet."""
+    arrived: float | None = None
+    """Wall-clock time (``time.time()``) the frame came out of its decoder: for a live
+    feed, when it arrived. Real-time mode drops by its age; records carry it."""
 
     @property
     def height(self) -> int:
@@ -56,6 +59,8 @@ class FrameBatch:
     streams: list[str] = field(default_factory=list)
     """Per frame: the key of the stream it came from (the muxer's source key); the
     displayed names when the batch was made without keys."""
+    arrived: list[float | None] = field(default_factory=list)
+    """Per frame: ``Frame.arrived`` (empty when the batch was made without)."""
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -94,6 +99,7 @@ class FrameBatch:
             pts=[f.pts for f in frames],
             boxes=[f.boxes for f in frames],
             streams=list(streams) if streams is not None else [f.source for f in frames],
+            arrived=[f.arrived for f in frames],
         )
 
     def rows_of(self, stream: str) -> list[int]:
@@ -112,6 +118,7 @@ class FrameBatch:
             pts=[self.pts[i] for i in rows],
             boxes=[self.boxes[i] for i in rows] if self.boxes else [],
             streams=[self.streams[i] for i in rows],
+            arrived=[self.arrived[i] for i in rows] if self.arrived else [],
         )
 
     def frame(self, i: int) -> np.ndarray:

@@ -401,6 +401,7 @@ class Pipeline:
                 faces=tuple(per_frame[k]),
                 weights=weights,
                 timings_ms=timings,
+                arrived=batch.arrived[k] if batch.arrived else None,
             )
             for k in range(len(batch))
         ]

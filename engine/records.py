@@ -7,11 +7,14 @@ Schema version 1 (``DESIGN.md``, "Frame record")::
                 "verdict": "attacked"}],
      "verdict": "attacked", "weights": "untrained",
      "timings_ms": {"detect": 3.1, "crop": 0.4, "classify": 20.5, "xai": 31.0,
-                    "adversarial": 18.2, "total": 73.2}}
+                    "adversarial": 18.2, "total": 73.2},
+     "arrived": 1796630400.125}
 
 ``p_attacked`` is null for faces that were not checked (those called fake). The frame
 verdict is the worst of its faces' (``attacked`` > ``fake`` > ``real``), or
-``no_face``. ``timings_ms`` are the batch's stage times divided by its frame count.
+``no_face``. ``timings_ms`` are the batch's stage times divided by its frame count. ``arrived`` is
+the wall-clock time (Unix seconds) the frame left its decoder (for a live feed, its
+arrival), or null; records written before it existed have no such key.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class FrameRecord:
     faces: tuple[FaceResult, ...]
     weights: str
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    arrived: float | None = None
+    """Wall-clock time (Unix seconds) the frame came out of its decoder (a live frame's
+    arrival); None when unknown."""
 
     @property
     def verdict(self) -> Verdict:
@@ -88,6 +94,7 @@ class FrameRecord:
             "verdict": self.verdict.value,
             "weights": self.weights,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "arrived": None if self.arrived is None else round(self.arrived, 3),
         }
 
     def to_json(self) -> str:
@@ -115,6 +122,8 @@ def validate_record(d: Mapping[str, Any]) -> Mapping[str, Any]:
     need(isinstance(d.get("pts"), int | float), "pts must be a number")
     need(d.get("weights") in ("trained", "untrained"), "weights must be trained or untrained")
     need(isinstance(d.get("timings_ms"), Mapping), "timings_ms must be a map")
+    arrived = d.get("arrived")
+    need(arrived is None or isinstance(arrived, int | float), "arrived must be null or a time")
     faces = d.get("faces")
     need(isinstance(faces, list), "faces must be a list")
     verdicts = []

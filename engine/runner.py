@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from engine.batching import SourceEnded
+from engine.batching import Overflow, SourceEnded
 from engine.config import Config
 from engine.errors import SourceError
 from engine.framepath import FramePath, FramePathSettings, Stream
@@ -21,6 +21,7 @@ from engine.frames import Frame
 from engine.pipeline import Pipeline
 from engine.sinks import AnnotatedVideoSink, JsonlSink, Sink
 from engine.sources import Source, open_source
+from engine.sources.live import LiveFeedSource
 from engine.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,13 @@ def run_local(
     on_start: Callable[[int | None], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
     on_source_error: Callable[[str, BaseException], None] | None = None,
+    realtime: bool = False,
 ) -> RunSummary:
     """Analyse ``specs`` (files, folders); write records to ``out`` and video to ``annotate``.
+
+    ``realtime``: live feeds drop frames when the analysis falls behind (the worker's
+    real-time mode: ``queue.live_buffer_frames``, the ``queue.live_max_lag_s`` budget);
+    files are always read whole.
 
     ``on_start(estimated_frames)`` is called once the sources are open (None when some
     source's length is unknown), ``on_frames(n)`` after each batch, and
@@ -89,7 +95,7 @@ def run_local(
         sinks.append(AnnotatedVideoSink(annotate))
     path = FramePath(pipeline, FramePathSettings.from_config(config), sinks)
     try:
-        _run_path(path, sources, summary, failed, job, config, on_frames)
+        _run_path(path, sources, summary, failed, job, config, on_frames, realtime)
     except KeyboardInterrupt:
         # Ctrl-C: the frame path has closed (its sinks flushed whole records); the
         # summary covers the frames analysed so far.
@@ -105,20 +111,36 @@ def _run_path(
     job: str,
     config: Config,
     on_frames: Callable[[int], None] | None,
+    realtime: bool,
 ) -> None:
+    q = config.queue
+    live = {s.name: s for s in sources if isinstance(s, LiveFeedSource)}
     with path:
         for source in sources:
             summary.register(source.name)  # listed even if it yields no frame
+            gated = realtime and source.name in live
             path.add(
                 Stream(
                     source.name,
                     lambda s=source: _frames(s),
                     job=job,
                     fps=output_fps(source, config),
+                    overflow=Overflow.DROP_OLDEST if gated else Overflow.BLOCK,
+                    depth=q.live_buffer_frames if source.name in live else None,
+                    max_lag_s=(q.live_max_lag_s or None) if gated else None,
                 )
             )
+            if source.name in live:
+                summary.watch(
+                    source.name,
+                    path.latency(source.name),
+                    lambda s=source: {"realtime": path.dropped(s.name), **live[s.name].lost},
+                )
         for step in path.run():
             if isinstance(step, SourceEnded):
+                feed = live.get(step.source)
+                if feed is not None:
+                    summary.feed_ended(step.source, step.dropped, feed.lost)
                 if step.error is not None:
                     failed(step.source, step.error)
                 continue

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.realtime import LatencyWindow
 from engine.records import FrameRecord, Verdict
 
 
@@ -20,6 +22,12 @@ class SourceTally:
     faces: int = 0
     verdicts: Counter[Verdict] = field(default_factory=Counter)
     error: str | None = None
+    lost: dict[str, int] | None = None
+    """Live feeds: frames not analysed, by cause (``realtime`` drops and the feed's own)."""
+    latency: LatencyWindow | None = field(default=None, repr=False)
+    """Live feeds: arrival-to-record latency of the recent records."""
+    count_lost: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
+    """Live feeds: the lost frames so far (for a run interrupted before the feed ended)."""
 
     @property
     def majority(self) -> Verdict:
@@ -47,6 +55,16 @@ class RunSummary:
         tally.frames += 1
         tally.faces += len(record.faces)
         tally.verdicts[record.verdict] += 1
+
+    def watch(
+        self, source: str, latency: LatencyWindow | None, lost: Callable[[], dict[str, int]]
+    ) -> None:
+        """Report ``source`` as a live feed: its latency window and lost-frame counts."""
+        tally = self.sources.setdefault(source, SourceTally())
+        tally.latency, tally.count_lost = latency, lost
+
+    def feed_ended(self, source: str, dropped: int, lost: dict[str, int]) -> None:
+        self.sources.setdefault(source, SourceTally()).lost = {"realtime": dropped, **lost}
 
     def fail(self, source: str, error: BaseException | str) -> None:
         self.sources.setdefault(source, SourceTally()).error = str(error)
@@ -97,6 +115,7 @@ class RunSummary:
                     "faces": t.faces,
                     "verdict": t.majority.value,
                     "error": t.error,
+                    **_live(t),
                 }
                 for name, t in self.sources.items()
             },
@@ -114,8 +133,24 @@ class RunSummary:
         for name, t in self.sources.items():
             status = f"FAILED: {t.error}" if t.error else t.majority.value
             lines.append(f"  {name:<{width}}  {t.frames:>6} frames  {status}")
+            live = _live(t)
+            if live:
+                lat = live["latency_ms"] or {}
+                lost = ", ".join(f"{k} {v}" for k, v in (live["lost"] or {}).items() if v)
+                lines.append(
+                    f"  {'':<{width}}  latency p50 {lat.get('p50_ms', '-')} ms, "
+                    f"p99 {lat.get('p99_ms', '-')} ms; lost: {lost or 'none'}"
+                )
         if self.interrupted:
             lines.append("INTERRUPTED: the counts cover the frames analysed before Ctrl-C")
         if self.weights != "trained":
             lines.append("weights: UNTRAINED — verdicts are random, see README 'Weights'")
         return "\n".join(lines)
+
+
+def _live(t: SourceTally) -> dict[str, object]:
+    """The live-feed part of a source's summary (empty for files)."""
+    if t.latency is None and t.lost is None and t.count_lost is None:
+        return {}
+    lost = t.lost if t.lost is not None or t.count_lost is None else t.count_lost()
+    return {"lost": lost, "latency_ms": t.latency.summary() if t.latency else None}

@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             on_start=on_start,
             on_frames=lambda n: bar and bar.update(n),
             on_source_error=on_error,
+            realtime=args.realtime,
         )
     finally:
         if bar:
@@ -80,7 +81,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
         description="Analyse video files, images or image folders in this "
         "process (no Redis) and write one JSON record per analysed frame.",
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, image, or folder")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="video file, image, folder, or live feed URL (rtsp, rtmp, srt, hls, ...)",
+    )
     p.add_argument(
         "--out",
         metavar="FILE.jsonl",
@@ -94,5 +100,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="live feeds: drop frames when the analysis falls behind, within the "
+        "queue.live_max_lag_s budget (default: analyse every frame)",
+    )
     add_config_arguments(p)
     p.set_defaults(func=cmd_run)

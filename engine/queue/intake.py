@@ -251,6 +251,7 @@ class JobIntake:
             epoch=started.epoch,
             frames_before=int(history.get("frames") or 0) if resumed else 0,
             dropped_before=int(history.get("dropped") or 0),
+            lost_before=_counts(history.get("lost")),
         )
         self.run(held)
         log.info(
@@ -294,3 +295,10 @@ class JobIntake:
             source=source,
         )
         self.metrics.jobs_dead.inc()
+
+
+def _counts(value: object) -> dict[str, int]:
+    """A progress map of counts as written by an earlier attempt (anything else: none)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int) and v >= 0}

@@ -20,6 +20,12 @@ name                              type       meaning
 ``queue_wait_seconds``            histogram  time from submission to a worker starting it
 ``live_frames_dropped_total``     counter    live frames dropped in real-time mode
 ``live_reconnects_total``         counter    live feed reconnections
+``live_frames_lost_total{cause}`` counter    live frames not analysed: realtime (dropped
+                                             to keep up), feed_gap (the feed's timeline
+                                             skipped them: HLS segments missed), stall
+                                             (the publisher went away), reconnect
+``feed_latency_seconds{job,q}``   gauge      arrival-to-record latency per live job over
+                                             its last 1,000 records (q: 0.5, 0.99, max)
 ``duplicate_frames_total``        counter    records Redis refused as already recorded
 ``redis_errors_total``            counter    failed Redis round trips (retried)
 ================================  =========  ============================================
@@ -41,6 +47,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
+
+LATENCY_QUANTILES = {"0.5": "p50_ms", "0.99": "p99_ms", "max": "max_ms"}
 
 
 class WorkerMetrics:
@@ -97,6 +105,18 @@ class WorkerMetrics:
             "veritas_live_frames_dropped", "Live frames dropped in real-time mode", registry=r
         )
         self.reconnects = Counter("veritas_live_reconnects", "Live feed reconnections", registry=r)
+        self.lost = Counter(
+            "veritas_live_frames_lost",
+            "Live frames not analysed, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.latency = Gauge(
+            "veritas_feed_latency_seconds",
+            "Arrival-to-record latency of a live job's recent records",
+            ["job", "quantile"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "veritas_duplicate_frames", "Frame records refused as already recorded", registry=r
         )
@@ -114,6 +134,19 @@ class WorkerMetrics:
             self.stage_seconds.labels(stage).inc(ms / 1000)
             if ms > 0:
                 self.stage_fps.labels(stage).set(frames / (ms / 1000))
+
+    def set_latency(self, job: str, summary: dict[str, float]) -> None:
+        """A live job's latency (``LatencyWindow.summary``) as gauges."""
+        for q, key in LATENCY_QUANTILES.items():
+            self.latency.labels(job, q).set(summary[key] / 1000)
+
+    def forget_job(self, job: str) -> None:
+        """Remove a job's per-job series when it leaves this worker."""
+        for q in LATENCY_QUANTILES:
+            try:
+                self.latency.remove(job, q)
+            except KeyError:
+                pass
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -249,8 +249,10 @@ class Worker:
                 job=held.spec.id,
                 overflow=Overflow.DROP_OLDEST if held.mode is Mode.REALTIME else Overflow.BLOCK,
                 depth=self.qc.live_buffer_frames if held.live else None,
+                max_lag_s=self.qc.live_max_lag_s or None,
             )
         )
+        held.latency = self.path.latency(held.key)
 
     # --- processing ---------------------------------------------------------------------
 
@@ -286,6 +288,7 @@ class Worker:
         with self._lock:  # no heartbeat renews it after this
             self._jobs.pop(held.key, None)
         self.metrics.jobs_active.set(len(self._jobs))
+        self.metrics.forget_job(held.spec.id)
         if stop_source:
             held.stop.set()
             self._stopping.add(held.key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ class DecodingSource(Source):
         frames = self._decode()
         try:
             for raw in frames:
+                arrived = time.time()
                 decoded += 1
                 if raw.width is not None and raw.height is not None:
                     self._check_size(raw.width, raw.height)
@@ -157,7 +159,7 @@ class DecodingSource(Source):
                 image = raw.to_rgb()
                 self._check_size(image.shape[1], image.shape[0])
                 kept += 1
-                yield Frame(source=self.name, index=raw.index, pts=raw.pts, image=image)
+                yield Frame(self.name, raw.index, raw.pts, image, arrived=arrived)
             log.info("%s: end of stream, %d frames decoded, %d kept", self.name, decoded, kept)
         except GeneratorExit:
             log.info("%s: closed by the reader after %d frames decoded", self.name, decoded)

@@ -1,5 +1,9 @@
 """Live broadcast feeds through PyAV (FFmpeg): RTSP, RTMP, SRT, UDP, TCP, HTTP(S), HLS.
 
+SRT is received by a system ``ffmpeg`` process as the protocol bridge (the PyAV wheel
+has no libsrt; :mod:`engine.sources.bridge`), then demuxed and decoded here like the
+other feeds.
+
 ``rtsp://``, ``rtsps://``, ``rtmp://``, ``rtmps://``, ``srt://``, ``udp://``, ``tcp://``,
 ``http://`` and ``https://`` URLs (an ``.m3u8`` playlist is HLS) open a
 :class:`LiveFeedSource`. Opening never blocks: the connection is made when reading
@@ -13,10 +17,13 @@ frame) the source fails with :class:`FeedUnavailableError`.
 
 **Frame numbers and times.** ``index`` keeps counting across reconnections (from
 ``start_index``, so a job resumed on another worker continues its numbering). Within
-one connection ``pts`` follows the feed's timestamps; across a gap it jumps to the
-wall-clock time since ``epoch`` (the wall time of pts 0, kept by the job), so times
-never go backwards and gaps show. A feed cannot be rewound: a resumed job continues
-from *now*, and what was broadcast meanwhile is not analysed.
+one connection ``pts`` follows the feed's timestamps; across a gap, a timestamp wrap
+(RTMP's 32-bit milliseconds, MPEG-TS's 33-bit 90 kHz clock) or a publisher restarted
+behind a live server, it is re-anchored at the wall-clock time since ``epoch`` (the
+wall time of pts 0, kept by the job), so times never go backwards, never leap ahead
+of real time, and gaps show (:class:`FeedClock`). Frames the feed's timeline skipped
+are counted by cause in :attr:`LiveFeedSource.lost`. A feed cannot be rewound: a
+resumed job continues from *now*, and what was broadcast meanwhile is not analysed.
 
 **Finite streams over the network.** A stream whose container declares a duration
 (an MP4 over HTTP, an HLS playlist with ``#EXT-X-ENDLIST``) is a file, not a feed: its
@@ -50,6 +57,7 @@ from av.video.frame import VideoFrame
 from engine.errors import NotAVideoError, SourceError
 from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.bridge import BRIDGED_SCHEMES, BridgeUnavailableError, FFmpegBridge
 from engine.sources.ffmpeg import check_declared_size, decode_packet, ffmpeg_reason, limit_options
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
@@ -100,6 +108,10 @@ class FeedRefusedError(SourceError):
         )
 
 
+class _BridgeEnded(Exception):
+    """The bridge process ended before its stream could be opened (a reconnect reason)."""
+
+
 class FeedNotSupportedError(SourceError):
     """This FFmpeg build cannot read the URL's protocol (e.g. no SRT library)."""
 
@@ -128,6 +140,12 @@ class LiveSettings:
     first_frame_s: float = 30.0
     """Until the first frame arrives, fail after this long instead (at most give_up_s):
     a feed that never worked holds its worker's slot for no longer than this."""
+    ffmpeg: str = "ffmpeg"
+    """The FFmpeg executable that bridges ``srt://`` feeds (see engine.sources.bridge)."""
+    max_clock_lead_s: float = 30.0
+    """A feed timestamp further than this ahead of the wall time is a discontinuity (a
+    timestamp wrap, a restarted encoder) and is re-anchored (see :class:`FeedClock`).
+    Above the burst a live HLS reader reads ahead of real time (its first segments)."""
 
 
 class LiveFeedSource(DecodingSource):
@@ -162,6 +180,9 @@ class LiveFeedSource(DecodingSource):
         """Times the feed dropped and a new connection was attempted."""
         self.finite: bool | None = None
         """Whether the stream declared a duration (decided at the first connection)."""
+        self.clock = FeedClock(1.0 / FALLBACK_FPS, self.live.max_clock_lead_s)
+        self._bridge: FFmpegBridge | None = None
+        """The feed's times and its lost frames by cause (live streams only)."""
 
     def _options(self) -> dict[str, str]:
         return {
@@ -172,6 +193,8 @@ class LiveFeedSource(DecodingSource):
 
     def _open(self) -> av.container.InputContainer:
         s = self.live
+        if self.scheme in BRIDGED_SCHEMES:
+            return self._open_bridged()
         return av.open(
             self._url,
             mode="r",
@@ -184,7 +207,6 @@ class LiveFeedSource(DecodingSource):
         s = self.live
         index = self.start_index - 1  # the last index handed out
         delivered = 0
-        last_pts: float | None = None
         last_frame_at = time.monotonic()  # the give-up clock
         backoff = s.reconnect_min_s
         while not self.stop_event.is_set():
@@ -206,7 +228,8 @@ class LiveFeedSource(DecodingSource):
                     container.format.name,
                     ", finite" if self.finite else "",
                 )
-                clock = _ConnectionClock(period)
+                self.clock.connect(period)
+                origin: float | None = None  # a finite stream's first timestamp
                 n = -1  # frames decoded on this connection
                 for packet in container.demux(stream):
                     for frame in decode_packet(packet, self.name, self.settings):
@@ -215,16 +238,14 @@ class LiveFeedSource(DecodingSource):
                         if t is not None and not math.isfinite(t):
                             t = None
                         if self.finite:  # numbered and timed like a file
-                            i = n
-                            pts = clock.file_pts(t, n)
+                            if origin is None:
+                                origin = t
+                            i, pts = n, file_pts(t, n, origin, period)
                             if i <= index:  # delivered before (a reconnection, a resume)
                                 continue
                         else:
-                            i = index + 1
-                            if n == 0:
-                                clock.start(self._connection_offset(last_pts, period), t)
-                            pts = clock.live_pts(t, last_pts)
-                        index, last_pts = i, pts
+                            i, pts = index + 1, self.clock.pts(t, self._wall())
+                        index = i
                         delivered += 1
                         last_frame_at = time.monotonic()
                         backoff = s.reconnect_min_s
@@ -239,6 +260,8 @@ class LiveFeedSource(DecodingSource):
                     log.info("%s: end of stream after %d frames", self.name, delivered)
                     return
                 reason = "the feed ended the stream"
+            except _BridgeEnded as ended:
+                reason = str(ended)
             except av.error.ProtocolNotFoundError as error:
                 raise FeedNotSupportedError(self.name, _detail(error)) from error
             except av.error.ExitError:
@@ -248,12 +271,16 @@ class LiveFeedSource(DecodingSource):
                     else self._silent_open_reason()
                 )
             except av.error.FFmpegError as error:
-                if delivered == 0 and _is_refusal(error, self.scheme):
+                bridged = self.scheme in BRIDGED_SCHEMES  # a refusal would be FFmpeg's
+                if delivered == 0 and not bridged and _is_refusal(error, self.scheme):
                     raise FeedRefusedError(self.name, _detail(error)) from error
                 reason = _detail(error)
             finally:
                 if container is not None:
                     container.close()
+                bridge_reason = self._close_bridge()
+                if bridge_reason and reason in ("connection closed", "the feed ended the stream"):
+                    reason = bridge_reason
             silent = time.monotonic() - last_frame_at
             limit = s.give_up_s if delivered else min(s.first_frame_s, s.give_up_s)
             if silent >= limit:
@@ -272,6 +299,36 @@ class LiveFeedSource(DecodingSource):
                 return
             backoff = min(backoff * 2, s.reconnect_max_s)
 
+    def _open_bridged(self) -> av.container.InputContainer:
+        """The feed through an FFmpeg process (:mod:`engine.sources.bridge`)."""
+        s = self.live
+        try:
+            self._bridge = FFmpegBridge(
+                self._url, s.open_timeout_s, s.read_timeout_s, self.stop_event, s.ffmpeg
+            )
+        except BridgeUnavailableError as error:
+            raise FeedNotSupportedError(self.name, str(error)) from error
+        try:
+            return av.open(
+                self._bridge,
+                mode="r",
+                format="mpegts",
+                options={**COMMON_OPTIONS, **limit_options(self.settings)},
+                metadata_errors="replace",
+            )
+        except av.error.FFmpegError as error:
+            reason = self._bridge.reason or _detail(error)
+            self._close_bridge()
+            raise _BridgeEnded(reason) from error
+
+    def _close_bridge(self) -> str | None:
+        """Stop the bridge of the last connection, if any; its reason for ending."""
+        bridge, self._bridge = self._bridge, None
+        if bridge is None:
+            return None
+        bridge.close()
+        return bridge.reason
+
     def _silent_open_reason(self) -> str:
         """Why opening timed out: no connection, or a server that accepted and said nothing
         (told apart by a plain TCP connection for the TCP-based schemes)."""
@@ -286,53 +343,115 @@ class LiveFeedSource(DecodingSource):
             return f"could not connect within {s.open_timeout_s:g} s ({error.strerror or error})"
         return f"connected, but no stream header arrived within {s.open_timeout_s:g} s"
 
-    def _connection_offset(self, last_pts: float | None, period: float) -> float:
-        """pts of the first frame of a new connection: after the last, at wall time."""
-        if self.finite:
-            return 0.0
+    def _wall(self) -> float:
+        """Seconds since the epoch (the wall time of pts 0: the first frame's arrival
+        unless the job gave one)."""
         now = time.time()
         if self.epoch is None:
             self.epoch = now
-        wall = now - self.epoch
-        return wall if last_pts is None else max(last_pts + period, wall)
+        return now - self.epoch
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Frames the feed's timeline skipped so far, by cause (see :class:`FeedClock`)."""
+        return dict(self.clock.lost)
+
+    @property
+    def discontinuities(self) -> int:
+        """Timestamp discontinuities re-anchored so far (wraps, publisher restarts)."""
+        return self.clock.discontinuities
 
     def _release(self) -> None:
         self.stop_event.set()
 
 
-class _ConnectionClock:
-    """Frame times on one connection: the feed's timestamps, from an offset."""
+class FeedClock:
+    """Frame times of a live feed across its connections, and the frames it lost.
 
-    def __init__(self, period: float) -> None:
+    On one connection ``pts`` follows the feed's timestamps from an offset. The feed's
+    clock is not trusted past what wall time allows: a frame cannot be from the future,
+    so a timestamp more than ``max_lead_s`` ahead of the wall time since ``epoch``
+    (a 32-bit millisecond RTMP wrap, a 33-bit MPEG-TS wrap, an encoder restarted with
+    another clock) or behind the last frame (a publisher restarted from 0) is a
+    *discontinuity*: the clock is re-anchored at the wall time (never before the last
+    frame plus one period), so ``pts`` stays monotonic and true.
+
+    Every frame the feed's timeline skipped is counted in :attr:`lost`, by cause:
+    ``feed_gap`` (timestamps skipped frames on one connection: live HLS segments that
+    left the playlist before they were read, lost packets), ``stall`` (the wall time of
+    a discontinuity: the publisher went away behind a server that kept the connection)
+    and ``reconnect`` (the wall time between connections); those two are frames at the
+    feed's rate over the time no frame arrived.
+    """
+
+    CAUSES = ("feed_gap", "stall", "reconnect")
+
+    def __init__(self, period: float, max_lead_s: float) -> None:
         self.period = period
-        self.offset = 0.0
-        self.origin: float | None = None  # feed time at ``offset``
-        self._first = False
+        self.max_lead_s = max_lead_s
+        self.last: float | None = None
+        """The last pts handed out."""
+        self.lost = dict.fromkeys(self.CAUSES, 0)
+        self.discontinuities = 0
+        self._offset = 0.0
+        self._origin: float | None = None  # the feed time at ``_offset``
+        self._last_wall: float | None = None  # the wall time of the last frame
+        self._new_connection = True
 
-    def file_pts(self, t: float | None, n: int) -> float:
-        if self.origin is None:
-            self.origin = t if t is not None else 0.0
-        return t - self.origin if t is not None else n * self.period
+    def connect(self, period: float) -> None:
+        """A new connection: its first frame is placed at the wall time."""
+        self.period = period
+        self._new_connection = True
 
-    def start(self, offset: float, t: float | None) -> None:
-        self.offset, self.origin = offset, t
-        self._first = True
-
-    def live_pts(self, t: float | None, last_pts: float | None) -> float:
-        if self._first:
-            self._first = False
-            return self.offset
-        expected = (last_pts or 0.0) + self.period
-        if t is None:
-            return expected
-        if self.origin is None:  # the first frames had no timestamps
-            self.origin = t - (expected - self.offset)
-            return expected
-        pts = self.offset + (t - self.origin)
-        if last_pts is not None and pts < last_pts:  # the feed's clock was reset
-            self.offset, self.origin = expected, t
-            return expected
+    def pts(self, t: float | None, wall: float) -> float:
+        """The pts of a frame with feed time ``t`` (None: none) arriving ``wall`` seconds
+        after the epoch."""
+        last, last_wall = self.last, self._last_wall
+        self._last_wall = wall
+        if self._new_connection:
+            self._new_connection = False
+            pts = self._resumed(last, last_wall, wall)
+            if last is not None:
+                self.lost["reconnect"] += self._frames_between(last, pts)
+            self._anchor(pts, t)
+        elif t is None:
+            pts = (last or 0.0) + self.period
+        elif self._origin is None:  # the first frames of this connection had no times
+            pts = (last or 0.0) + self.period
+            self._anchor(pts, t)
+        else:
+            pts = self._offset + (t - self._origin)
+            if (last is not None and pts <= last) or pts > wall + self.max_lead_s:
+                self.discontinuities += 1
+                pts = self._resumed(last, last_wall, wall)
+                if last is not None:
+                    self.lost["stall"] += self._frames_between(last, pts)
+                self._anchor(pts, t)
+            elif last is not None:
+                self.lost["feed_gap"] += self._frames_between(last, pts)
+        self.last = pts
         return pts
+
+    def _resumed(self, last: float | None, last_wall: float | None, wall: float) -> float:
+        """pts after a gap: the last frame's plus the wall time that went by (at least
+        one period), so the gap shows at its true length; the first frame: the wall."""
+        if last is None or last_wall is None:
+            return wall
+        return last + max(self.period, wall - last_wall)
+
+    def _anchor(self, pts: float, t: float | None) -> None:
+        self._offset, self._origin = pts, t
+
+    def _frames_between(self, a: float, b: float) -> int:
+        """Frames a feed at this rate would have sent strictly between times a and b."""
+        return max(0, round((b - a) / self.period) - 1)
+
+
+def file_pts(t: float | None, n: int, origin: float | None, period: float) -> float:
+    """pts of the ``n``-th frame of a finite stream whose first timestamp is ``origin``."""
+    if t is None or origin is None:
+        return n * period
+    return t - origin
 
 
 def _video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:

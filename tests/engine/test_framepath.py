@@ -8,7 +8,9 @@ and the benchmarks (tests/benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -34,13 +36,16 @@ class Recorder:
         self.poison = poison
         self.keep_maps: list[bool] = []
         self.ahead_threads: set[str] = set()
+        self.ahead = 0
+        """Frames given per-frame work (detection ahead)."""
         self.lock = threading.Lock()
 
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
             with self.lock:
                 self.ahead_threads.add(threading.current_thread().name)
-            yield Frame(frame.source, frame.index, frame.pts, frame.image, torch.zeros(0, 5))
+                self.ahead += 1
+            yield dataclasses.replace(frame, boxes=torch.zeros(0, 5))
 
     def analyze(
         self, batch: FrameBatch, job: str | Mapping[str, str] = "", keep_maps: bool = False
@@ -173,6 +178,49 @@ def test_a_real_time_stream_drops_its_oldest_frames_and_counts_them():
     ended = [s for s in path.run() if isinstance(s, SourceEnded)]
     assert ended[0].dropped == 30 - len(sink.records) > 0
     assert [r.frame for r in sink.records][-2:] == [28, 29]  # the freshest frames kept
+    # Dropped before the per-frame work: only the frames analysed were detected.
+    assert pipeline.ahead == len(sink.records)
+
+
+def test_a_real_time_stream_drops_frames_over_its_lag_budget_before_detection():
+    now = time.time()
+    stale = [dataclasses.replace(f, arrived=now - 30) for f in frames("live", 10)]
+    fresh = [dataclasses.replace(f, index=10 + f.index) for f in frames("live", 5)]
+    pipeline, sink = Recorder(), Log()
+    path = FramePath(pipeline, settings(1), [sink])
+    path.add(
+        Stream("live", lambda: stale + fresh, overflow=Overflow.DROP_OLDEST, depth=64, max_lag_s=5)
+    )
+    ended = [s for s in path.run() if isinstance(s, SourceEnded)]
+    assert [r.frame for r in sink.records] == [10, 11, 12, 13, 14]
+    assert ended[0].dropped == 10
+    assert pipeline.ahead == 5
+
+
+def test_a_slow_analysis_keeps_a_real_time_stream_within_its_lag_budget():
+    """25 fps into an analysis of 5 frames/s with 32 frames of buffers: without the budget
+    the lag would reach about 32 / 5 = 6.4 s; with a 0.5 s budget no frame is analysed
+    more than 0.5 s after it arrived (records: the budget plus one batch)."""
+
+    class Slow(Recorder):
+        def analyze(self, batch, job="", keep_maps=False):  # type: ignore[no-untyped-def]
+            time.sleep(0.2)
+            return super().analyze(batch, job, keep_maps)
+
+    def feed() -> Iterator[Frame]:
+        for f in frames("live", 100):
+            time.sleep(0.04)
+            yield dataclasses.replace(f, arrived=time.time())
+
+    pipeline, sink = Slow(), Log()
+    path = FramePath(pipeline, settings(1), [sink])
+    path.add(Stream("live", feed, overflow=Overflow.DROP_OLDEST, depth=16, max_lag_s=0.5))
+    latency = path.latency("live")
+    ended = [s for s in path.run() if isinstance(s, SourceEnded)]
+    assert latency is not None and latency.count == len(sink.records) > 5
+    summary = latency.summary()
+    assert summary is not None and summary["max_ms"] < 0.5 * 1000 + 1000  # budget + slack
+    assert ended[0].dropped == 100 - len(sink.records) > 50
 
 
 def test_stages_say_where_detection_runs():

@@ -54,8 +54,10 @@ def test_record_has_every_schema_field_and_validates():
         "verdict",
         "weights",
         "timings_ms",
+        "arrived",
     }
     assert d["schema"] == SCHEMA_VERSION and d["verdict"] == "fake"
+    assert d["arrived"] is None  # unknown: made without a decoder
     assert set(d["faces"][0]) == {"box", "p_fake", "p_attacked", "verdict"}
     assert validate_record(json.loads(record("a.mp4", 3, "real").to_json()))
     assert validate_record(msgpack.unpackb(record("a", 0).to_msgpack()))["verdict"] == "no_face"

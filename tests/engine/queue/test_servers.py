@@ -1,0 +1,184 @@
+"""Live feeds from real streaming servers on loopback, through ``veritas run`` and the queue.
+
+For RTSP (GStreamer's RTSP server), RTMP (nginx-rtmp fed by ffmpeg), SRT (ffmpeg as an
+encrypted listener, read through the ffmpeg bridge) and live HLS (ffmpeg's sliding
+playlist behind an HTTP server), each test shows: records flowing with the face found;
+the server killed and restarted; where the publisher is apart from the server (RTMP,
+HLS), the publisher killed and restarted behind a server that stayed up; frame numbers
+and times monotonic and true throughout (no timestamp wrap read as real time); lost
+frames counted by cause; latency reported; and the end (Ctrl-C for ``veritas run``,
+cancel for a job) within seconds. Servers come from Debian packages that ``make test``
+installs (``make live-servers``); every server is stopped by its test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.queue.job import JobStatus
+from engine.queue.keys import GROUP
+from engine.queue.queue import Queue
+from tests.conftest import TINY_FLAGS
+from tests.engine.queue.conftest import REPO, consumers_ready, wait_for
+from tests.servers import PACKAGES, SERVERS, Server, missing
+
+pytestmark = pytest.mark.slow
+
+PROTOCOLS = list(SERVERS)
+
+LIVE_FLAGS = [
+    "--set", "queue.live_read_timeout_s=3.0",
+    "--set", "queue.live_open_timeout_s=3.0",
+    "--set", "queue.live_reconnect_min_s=0.2",
+    "--set", "queue.live_reconnect_max_s=1.0",
+    "--set", "queue.live_buffer_frames=4",
+    "--set", "queue.live_max_lag_s=2.0",
+]  # fmt: skip
+"""Short timeouts, so that each outage is noticed within the test's patience."""
+
+DOWN_S = 3.0
+"""How long a server or publisher stays down."""
+
+
+@pytest.fixture(params=PROTOCOLS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    protocol = request.param
+    absent = missing(*PACKAGES[protocol])
+    if absent:
+        pytest.fail(f"{protocol}: {absent} not installed: run 'make test' (make live-servers)")
+    s = SERVERS[protocol](tmp_path / protocol).start()
+    yield s
+    s.stop()
+
+
+def outages(server: Server, records: Callable[[], list[dict[str, Any]]]) -> float:
+    """Records flow; the server, then (where apart) the publisher, go down for
+    ``DOWN_S`` and come back; records of frames that arrived after each comeback flow
+    again. Returns the wall time the scenario took from its first record."""
+
+    def arrived_after(t: float) -> bool:
+        return sum(1 for r in records() if r["arrived"] > t) >= 10
+
+    wait_for(lambda: len(records()) >= 10, 90, f"{server.protocol}: the first records")
+    started = time.monotonic()
+    server.restart_server(DOWN_S)
+    back = time.time()
+    wait_for(lambda: arrived_after(back), 90, f"{server.protocol}: records after its restart")
+    if server.publisher_apart:
+        server.stop_publisher()
+        time.sleep(DOWN_S)
+        server.start_publisher()
+        back = time.time()
+        wait_for(
+            lambda: arrived_after(back),
+            90,
+            f"{server.protocol}: records after the publisher's restart behind the server",
+        )
+    return time.monotonic() - started
+
+
+def check_records(recs: list[dict[str, Any]], scenario_s: float, protocol: str) -> None:
+    frames = [r["frame"] for r in recs]
+    pts = [r["pts"] for r in recs]
+    assert all(b > a for a, b in itertools.pairwise(frames)), f"{protocol}: frames {frames}"
+    assert all(b > a for a, b in itertools.pairwise(pts)), f"{protocol}: pts {pts}"
+    # True time: the pts span is the wall time the feed ran, never a leap (a 32-bit
+    # millisecond wrap is 4.3 million seconds).
+    assert pts[-1] - pts[0] < scenario_s + 60, f"{protocol}: pts ran ahead of real time: {pts}"
+    no_face = [r["frame"] for r in recs if not r["faces"]]
+    assert len(no_face) <= 0.1 * len(recs), f"{protocol}: no face in frames {no_face} of {frames}"
+    assert all(isinstance(r["arrived"], float) for r in recs)
+
+
+def test_veritas_run_reads_a_live_server_through_outages_and_stops_on_ctrl_c(
+    server: Server, tmp_path: Path
+) -> None:
+    out, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", server.url, "--realtime",
+         "--out", str(out), "--summary-json", str(summary), *TINY_FLAGS, *LIVE_FLAGS],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb"),
+    )  # fmt: skip
+
+    def records() -> list[dict[str, Any]]:
+        assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        if not out.exists():
+            return []
+        lines = out.read_text().splitlines(keepends=True)
+        return [json.loads(line) for line in lines if line.endswith("\n")]
+
+    try:
+        scenario_s = outages(server, records)
+        recs = records()
+        run.send_signal(signal.SIGINT)
+        assert run.wait(30) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    check_records(recs, scenario_s, server.protocol)
+    assert len({r["source"] for r in recs}) == 1
+    report = json.loads(summary.read_text())
+    assert report["interrupted"] is True
+    (feed,) = report["sources"].values()
+    assert feed["latency_ms"]["p99_ms"] > 0
+    assert set(feed["lost"]) >= {"realtime", "feed_gap", "stall", "reconnect"}
+    assert_no_secret(server, (tmp_path / "run.log").read_text(), *(r["source"] for r in recs))
+
+
+def assert_no_secret(server: Server, *texts: str) -> None:
+    """The SRT passphrase never reaches records or logs."""
+    secret = getattr(server, "passphrase", None)
+    if secret:
+        assert not any(secret in t for t in texts)
+
+
+def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_quick_cancel(
+    server: Server, redis_server, worker
+) -> None:
+    client = redis_server.client()
+    queue = Queue(client)
+    w = worker(redis_server, *LIVE_FLAGS, name="live")
+    wait_for(lambda: consumers_ready(client, ["live"]), 90, "the worker")
+    job = queue.enqueue(server.url)
+    try:
+        scenario_s = outages(server, lambda: list(queue.results(job)))
+    except AssertionError as error:
+        state = queue.job(job)
+        raise AssertionError(f"{error}\njob {state.status} {state.error}\n{w.logs()[-3000:]}")
+    progress = wait_for(
+        lambda: (p := queue.job(job).progress) and p.get("latency_ms") and p, 30, "latency"
+    )
+    check_records(list(queue.results(job)), scenario_s, server.protocol)
+    assert queue.job(job).mode == progress["mode"] == "realtime"
+    lost = progress["lost"]
+    assert set(lost) >= {"realtime", "feed_gap", "stall", "reconnect"}
+    # The outages are counted in frames, by cause (at the feed's rate over the time no
+    # frame arrived: shorter than DOWN_S where a reader had read ahead, as live HLS).
+    assert lost["reconnect"] + lost["stall"] + lost["feed_gap"] > 0, (
+        f"{progress}\n{w.logs()[-2500:]}"
+    )
+    assert progress["latency_ms"]["p99_ms"] > 0
+    assert progress["lag_s"] < 2.0 + 10.0  # the lag budget (plus one batch), not minutes
+
+    cancelled = time.monotonic()
+    queue.cancel(job)
+    wait_for(lambda: client.xpending(queue.keys.jobs, GROUP)["pending"] == 0, 10, "the cancel")
+    assert queue.job(job).status is JobStatus.CANCELLED
+    let_go = time.monotonic() - cancelled
+    n = len(list(queue.results(job)))
+    time.sleep(1.0)
+    assert len(list(queue.results(job))) == n  # no record after the cancel was taken
+    assert let_go < 10, let_go
+    assert w.alive()
+    assert_no_secret(server, w.logs(), *(r["source"] for r in queue.results(job)))
