@@ -155,7 +155,9 @@ def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_qui
         scenario_s = outages(server, lambda: list(queue.results(job)))
     except AssertionError as error:
         state = queue.job(job)
-        raise AssertionError(f"{error}\njob {state.status} {state.error}\n{w.logs()[-3000:]}")
+        raise AssertionError(
+            f"{error}\njob {state.status} {state.error}\n{w.logs()[-3000:]}"
+        ) from None
     progress = wait_for(
         lambda: (p := queue.job(job).progress) and p.get("latency_ms") and p, 30, "latency"
     )
