@@ -305,6 +305,30 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """``[events]``: when a verdict counts as persisting on a stream (engine.events)."""
+
+    window_s: float = 3.0
+    """A verdict persists when, over this many seconds of the stream, ..."""
+    min_frames: int = 5
+    """... at least this many frames ..."""
+    ratio: float = 0.5
+    """... and at least this share of the frames have it; the event ends when no frame
+    had it for ``window_s``."""
+    update_s: float = 10.0
+    """An event in progress sends an update this often (stream seconds)."""
+    max_len: int = 10_000
+    """Events kept in the ``veritas:events`` stream (oldest trimmed first)."""
+
+    def __post_init__(self) -> None:
+        _check_range("events.window_s", self.window_s, 0.04, 3600)
+        _check_range("events.min_frames", self.min_frames, 1, 100_000)
+        _check_range("events.ratio", self.ratio, 0.01, 1.0)
+        _check_range("events.update_s", self.update_s, 0.1, 86_400)
+        _check_range("events.max_len", self.max_len, 1, 10_000_000)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     faces: DetectionSettings = field(default_factory=DetectionSettings)
@@ -312,6 +336,7 @@ class Config:
     sources: SourceSettings = field(default_factory=SourceSettings)
     queue: QueueConfig = field(default_factory=QueueConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.batching import Overflow, SourceEnded
 from engine.config import Config
 from engine.errors import SourceError
+from engine.events import EventSettings, EventSink
 from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.frames import Frame
 from engine.pipeline import Pipeline
@@ -54,12 +55,14 @@ def run_local(
     on_frames: Callable[[int], None] | None = None,
     on_source_error: Callable[[str, BaseException], None] | None = None,
     realtime: bool = False,
+    events: EventSettings | None = None,
 ) -> RunSummary:
     """Analyse ``specs`` (files, folders); write records to ``out`` and video to ``annotate``.
 
     ``realtime``: live feeds drop frames when the analysis falls behind (the worker's
     real-time mode: ``queue.live_buffer_frames``, the ``queue.live_max_lag_s`` budget);
-    files are always read whole.
+    files are always read whole. ``events``: verdict events (:mod:`engine.events`) go to
+    ``out`` too, as lines with ``"type": "event"``.
 
     ``on_start(estimated_frames)`` is called once the sources are open (None when some
     source's length is unknown), ``on_frames(n)`` after each batch, and
@@ -90,7 +93,10 @@ def run_local(
         on_start(None if None in estimates else sum(e or 0 for e in estimates))
     sinks: list[Sink] = []
     if out:
-        sinks.append(JsonlSink(out))
+        jsonl = JsonlSink(out)
+        sinks.append(jsonl)
+        if events is not None:
+            sinks.append(EventSink(jsonl.write_line, events))
     if annotate:
         sinks.append(AnnotatedVideoSink(annotate))
     path = FramePath(pipeline, FramePathSettings.from_config(config), sinks)

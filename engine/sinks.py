@@ -13,6 +13,7 @@ verdict, and the XAI heat map over the faces that were checked, into a video per
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -69,6 +70,11 @@ class JsonlSink(Sink):
         for record in result.records:
             self._file.write(record.to_json() + "\n")
             self._file.flush()
+
+    def write_line(self, line: dict) -> None:
+        """Another kind of line (a verdict event) in the same file, flushed at once."""
+        self._file.write(json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n")
+        self._file.flush()
 
     def close(self) -> None:
         if self._owned:

@@ -53,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             on_frames=lambda n: bar and bar.update(n),
             on_source_error=on_error,
             realtime=args.realtime,
+            events=config.events if args.events else None,
         )
     finally:
         if bar:
@@ -100,6 +101,12 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="also write verdict events (a fake or attacked verdict persisting over "
+        'events.window_s) to the output, as lines with "type": "event"',
+    )
     p.add_argument(
         "--realtime",
         action="store_true",

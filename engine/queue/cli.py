@@ -401,8 +401,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     queue = Queue(_connect(args, "veritas-results"), _config(args).queue)
     try:
-        for record in queue.results(args.job, start_frame=args.from_frame, follow=args.follow):
-            print(json.dumps(record, separators=(",", ":")), flush=args.follow)
+        if args.events:
+            lines = queue.events(args.job, follow=args.follow)
+        else:
+            lines = queue.results(args.job, start_frame=args.from_frame, follow=args.follow)
+        for line in lines:
+            print(json.dumps(line, separators=(",", ":")), flush=args.follow)
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK
@@ -417,6 +421,11 @@ def add_results_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("job", metavar="JOB")
     p.add_argument("--follow", "-f", action="store_true", help="wait for new records")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="print JOB's verdict events (start, update, end) instead of its frame records",
+    )
     p.add_argument("--from-frame", type=int, default=0, metavar="N", help="start at frame N")
     _add_redis_arguments(p)
     _add_queue_config(p)

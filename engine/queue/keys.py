@@ -12,6 +12,8 @@ key                            type    holds
                                        record)
 ``veritas:dead``               stream  jobs that failed for good: ``payload`` (msgpack: job,
                                        reason, attempts, the original job payload)
+``veritas:events``             stream  verdict events (engine.events): ``payload``
+                                       (msgpack), ``job``; ``events.max_len`` kept
 =============================  ======  ====================================================
 
 **Redis Cluster.** No command, transaction or script touches two keys, so every key
@@ -33,6 +35,7 @@ class Keys:
         self.prefix = prefix
         self.jobs = f"{prefix}jobs"
         self.dead = f"{prefix}dead"
+        self.events = f"{prefix}events"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

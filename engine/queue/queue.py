@@ -354,6 +354,33 @@ class Queue:
             self.redis, self.keys, job_id, start_frame, follow, done=ended, block_s=block_s
         )
 
+    def events(
+        self, job_id: str | None = None, follow: bool = False, block_s: float = 1.0
+    ) -> Iterator[dict[str, Any]]:
+        """Verdict events (``veritas:events``), of ``job_id`` only when given; ``follow``
+        waits for more until that job ends (without a job: until interrupted)."""
+        if job_id is not None and follow:
+            self.job(job_id)  # raises NoSuchJobError
+        last: bytes | str = "0-0"
+        while True:
+            block = int(block_s * 1000) if follow else None
+            reply = self.redis.xread({self.keys.events: last}, count=500, block=block)
+            got = False
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last, got = entry_id, True
+                    if job_id is not None and fields.get(b"job", b"").decode() != job_id:
+                        continue
+                    yield msgpack.unpackb(fields[b"payload"], raw=False)
+            if got:
+                continue
+            if not follow:
+                return
+            if job_id is not None:
+                status = self.redis.hget(self.keys.job(job_id), "status")
+                if status is None or JobStatus(status.decode()).terminal:
+                    return
+
     def last_frame(self, job_id: str) -> tuple[int, float] | None:
         return last_frame(self.redis, self.keys, job_id)
 

@@ -42,10 +42,12 @@ import time
 import uuid
 from typing import Any
 
+import msgpack
 import redis
 
 from engine.batching import Overflow, SourceEnded
 from engine.config import Config
+from engine.events import EventSink
 from engine.framepath import FramePath, FramePathSettings, Stream
 from engine.queue.backoff import RedisBackoff
 from engine.queue.checks import JobChecks
@@ -160,14 +162,37 @@ class Worker:
             self.metrics,
             self.endings.rewind,
         )
+        # Thumbnails of the face only: maps would cost a device-to-host copy per batch.
+        events = EventSink(self._emit_event, config.events, maps=False)
         self.path = FramePath(
             self.pipeline,
             FramePathSettings.from_config(config, keep_open=True),
-            [results],
+            [results, events],
             on_stream_error=self._analysis_failed,
         )
         port = self.qc.metrics_port if metrics_port is None else metrics_port
         self.metrics_server = MetricsServer(self.metrics, self.health, port) if port else None
+
+    def _emit_event(self, event: dict[str, Any]) -> None:
+        """A verdict event to ``veritas:events`` (retried through Redis outages)."""
+        keys, limit = self.queue.keys, self.config.events.max_len
+
+        def add() -> None:
+            payload = msgpack.packb(event, use_bin_type=True)
+            fields = {"payload": payload, "job": event.get("job", "")}
+            self.redis.xadd(keys.events, fields, maxlen=limit, approximate=True)
+
+        self.backoff.retry(add, "writing an event")
+        log.info(
+            "event %s: %s %s on %s (%.1f-%.1f s)",
+            event["event"],
+            event["verdict"],
+            event["id"],
+            event["source"],
+            event["start_pts"],
+            event["end_pts"],
+            extra={"job": event.get("job")},
+        )
 
     # --- the loop -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -407,3 +408,27 @@ def test_ctrl_c_stops_the_run_with_its_summary(tmp_path):
     assert "INTERRUPTED" in stdout and f"frames {len(lines)} " in stdout
     written = json.loads(summary.read_text())
     assert written["interrupted"] is True and written["frames"] == len(lines)
+
+
+def test_events_go_to_the_output_beside_the_records(face_clip, tmp_path, capsys):
+    # Every face is called fake (threshold 0), so a fake verdict persists over the clip:
+    # one event starts and, at the end of the stream, ends.
+    out = tmp_path / "r.jsonl"
+    code, _, _ = run(
+        capsys, str(face_clip), "--out", str(out), "--events", "--fake-threshold", "0",
+        "--set", "events.window_s=0.2", "--set", "events.min_frames=3",
+    )  # fmt: skip
+    assert code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    events = [line for line in lines if line.get("type") == "event"]
+    recs = [validate_record(line) for line in lines if line.get("type") != "event"]
+    assert len(recs) == 12
+    assert [(e["event"], e["verdict"]) for e in events] == [("start", "fake"), ("end", "fake")]
+    end = events[-1]
+    faced = [r for r in recs if r["verdict"] == "fake"]
+    assert end["start_pts"] == faced[0]["pts"] and end["end_pts"] == faced[-1]["pts"]
+    assert end["counts"]["fake"] == len(faced) and end["source"] == str(face_clip)
+    best = max((f["p_fake"], r["frame"]) for r in faced for f in r["faces"])
+    assert (end["peak"]["p"], end["peak"]["frame"]) == best
+    thumb = cv2.imdecode(np.frombuffer(base64.b64decode(end["peak"]["thumbnail"]), np.uint8), 1)
+    assert thumb.shape == (96, 96, 3)  # the face alone: a fake face has no XAI map

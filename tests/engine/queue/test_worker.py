@@ -10,6 +10,7 @@ machine, and the tests finish as soon as the condition holds.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -451,3 +452,30 @@ def test_serve_runs_an_embedded_redis_and_workers_and_stops_both(tmp_path):
             serve.kill()
             serve.wait()
         log.close()
+
+
+def test_a_worker_writes_verdict_events_that_veritas_results_shows(redis_server, worker, tmp_path):
+    # Every face is called fake (threshold 0): the fake verdict persists over the clip.
+    clip = encode_video(tmp_path / "face.mp4", face_frames(16, 160))
+    client = redis_server.client()
+    queue = Queue(client)
+    flags = ["--fake-threshold", "0", "--set", "events.window_s=0.2",
+             "--set", "events.min_frames=3"]  # fmt: skip
+    worker(redis_server, *flags, name="ev")
+    wait_for(lambda: consumers_ready(client, ["ev"]), 90, "the worker")
+    job = queue.enqueue(str(clip))
+    other = queue.enqueue(str(encode_video(tmp_path / "plain.mp4", moving_pattern(8, 64, 64))))
+    wait_for(lambda: status(queue, job) is JobStatus.DONE, 60, "the job")
+    wait_for(lambda: status(queue, other) is JobStatus.DONE, 60, "the other job")
+    events = list(queue.events(job))
+    assert [(e["event"], e["verdict"]) for e in events] == [("start", "fake"), ("end", "fake")]
+    assert {e["job"] for e in events} == {job} and events[0]["id"] == events[1]["id"]
+    assert events[1]["peak"]["thumbnail"]  # the worst face, as a JPEG
+    assert list(queue.events(other)) == []  # no face, no event
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "results", job, "--events"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "VERITAS_REDIS_URL": redis_server.url},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line) for line in shown.stdout.splitlines()] == events
