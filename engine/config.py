@@ -319,6 +319,14 @@ class EventsConfig:
     """An event in progress sends an update this often (stream seconds)."""
     max_len: int = 10_000
     """Events kept in the ``veritas:events`` stream (oldest trimmed first)."""
+    webhook_url: str = ""
+    """Also POST each event as JSON here (http or https); empty: no webhook."""
+    webhook_queue: int = 100
+    """Events waiting for the webhook at most (the oldest dropped beyond, counted)."""
+    webhook_retries: int = 5
+    """Retries of an event after a connection error, a timeout, a 5xx or a 429."""
+    webhook_timeout_s: float = 5.0
+    """Timeout of one POST."""
 
     def __post_init__(self) -> None:
         _check_range("events.window_s", self.window_s, 0.04, 3600)
@@ -326,6 +334,11 @@ class EventsConfig:
         _check_range("events.ratio", self.ratio, 0.01, 1.0)
         _check_range("events.update_s", self.update_s, 0.1, 86_400)
         _check_range("events.max_len", self.max_len, 1, 10_000_000)
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("events.webhook_url", self.webhook_url, "an http(s):// URL")
+        _check_range("events.webhook_queue", self.webhook_queue, 1, 1_000_000)
+        _check_range("events.webhook_retries", self.webhook_retries, 0, 100)
+        _check_range("events.webhook_timeout_s", self.webhook_timeout_s, 0.1, 600)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ box, probability, and a JPEG thumbnail of the face beside its XAI map, base64).
 
 :class:`EventSink` is the frame-path sink that feeds the tracker and hands each event to
 ``emit`` (``veritas run --events``: a JSONL line with ``"type": "event"``; the worker:
-the ``veritas:events`` stream).
+the ``veritas:events`` stream) and, with ``events.webhook_url``, to a webhook
+(:mod:`engine.webhook`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from engine.config import EventsConfig as EventSettings
 from engine.records import FrameRecord, Verdict
 from engine.sinks import Sink, heat_map
+from engine.webhook import WebhookSender
 
 if TYPE_CHECKING:
     from engine.batching import SourceEnded
@@ -200,6 +202,17 @@ class EventSink(Sink):
     ) -> None:
         self.emit = emit
         self.tracker = EventTracker(settings)
+        self.webhook = (
+            WebhookSender(
+                settings.webhook_url,
+                settings.webhook_queue,
+                settings.webhook_retries,
+                settings.webhook_timeout_s,
+            )
+            if settings is not None and settings.webhook_url
+            else None
+        )
+        """Also POSTs every event when ``events.webhook_url`` is set."""
         self.keeps_maps = maps
         """Whether thumbnails show the XAI map beside the face (the pipeline keeps the
         maps of every batch for it)."""
@@ -212,8 +225,17 @@ class EventSink(Sink):
                 return face_thumbnail(batch, result, k, j)
 
             for event in self.tracker.add(stream, record, thumb):
-                self.emit(event)
+                self._out(event)
 
     def stream_ended(self, ended: SourceEnded) -> None:
         for event in self.tracker.end(ended.source):
-            self.emit(event)
+            self._out(event)
+
+    def _out(self, event: dict[str, Any]) -> None:
+        self.emit(event)
+        if self.webhook is not None:
+            self.webhook.send(event)
+
+    def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.close()
