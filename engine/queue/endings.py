@@ -130,13 +130,18 @@ class JobEndings:
 
     def source_ended(self, held: RunningJob, error: BaseException | None) -> None:
         """The job's source ended, with ``error`` (None: it ran out of frames)."""
-        from engine.sources.live import FeedUnavailableError  # PyAV: only once a job ran
+        # PyAV: only once a job ran. A feed that is down, or whose protocol this worker
+        # cannot read (no ffmpeg for SRT), is retried: another attempt, or another
+        # worker, may read it.
+        from engine.sources.live import FeedNotSupportedError, FeedUnavailableError
+
+        retried = (FeedUnavailableError, FeedNotSupportedError)
 
         if error is None:
             self.finish(held, JobStatus.DONE)
         elif held.live and isinstance(error, SourceTooLongError):
             self.finish(held, JobStatus.DONE, note="reached its max_duration_s")
-        elif isinstance(error, SourceError) and not isinstance(error, FeedUnavailableError):
+        elif isinstance(error, SourceError) and not isinstance(error, retried):
             self.fail(held, str(error), retry=False, ended=True)  # the input itself is wrong
         else:
             reason = str(error) if isinstance(error, SourceError) else repr(error)

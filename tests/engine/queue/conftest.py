@@ -239,7 +239,9 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """``worker(server, "--name", "a", ...)`` starts a worker process on ``server``."""
     started: list[WorkerProcess] = []
 
-    def start(server: RedisServer, *args: str, name: str | None = None) -> WorkerProcess:
+    def start(
+        server: RedisServer, *args: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         name = name or f"w{len(started)}"
         w = WorkerProcess(
             server.url,
@@ -253,7 +255,7 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
                 *FAST_QUEUE,
                 *args,
             ],
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", **(env or {})},
         )
         started.append(w)
         return w

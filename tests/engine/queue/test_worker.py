@@ -479,3 +479,17 @@ def test_a_worker_writes_verdict_events_that_veritas_results_shows(redis_server,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert [json.loads(line) for line in shown.stdout.splitlines()] == events
+
+
+def test_an_srt_job_a_worker_cannot_read_is_retried_not_failed(redis_server, worker, tmp_path):
+    # This worker has no ffmpeg on its PATH (the SRT bridge): another attempt, or another
+    # worker that has one, may read the feed, so the job is handed back for a retry.
+    client = redis_server.client()
+    queue = Queue(client)
+    w = worker(redis_server, name="noffmpeg", env={"PATH": str(tmp_path / "empty")})
+    wait_for(lambda: consumers_ready(client, ["noffmpeg"]), 90, "the worker")
+    job = queue.enqueue(f"srt://127.0.0.1:{free_port()}?mode=caller")
+    wait_for(lambda: queue.job(job).attempts >= 2, 60, "a second attempt")
+    state = queue.job(job)
+    assert "no 'ffmpeg' executable" in (state.error or ""), state.error
+    assert "handing it back for a retry" in w.logs()
