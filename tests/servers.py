@@ -344,3 +344,30 @@ PACKAGES = {
     "srt": ["ffmpeg"],
     "hls": ["ffmpeg"],
 }
+
+
+class SrtCaller(Server):
+    """An ``ffmpeg`` SRT caller (encrypted, with a ``streamid``) that keeps calling
+    Veritas, which listens: an encoder contributing to a receiver."""
+
+    protocol = "srt-listener"
+    publisher_apart = False
+    passphrase = "veritas-listener-passphrase"
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.port = free_port()
+        options = f"pbkeylen=32&passphrase={self.passphrase}"
+        self.url = f"srt://127.0.0.1:{self.port}?mode=listener&{options}"
+        self.sender = publisher(
+            self.clip,
+            f"srt://127.0.0.1:{self.port}?mode=caller&{options}&streamid=studio-cam-1",
+            "mpegts",
+            folder / "srt-caller.log",
+            respawn=True,  # calls again until someone listens
+        )
+        self.processes = [self.sender]
+
+    def start(self) -> SrtCaller:
+        self.sender.start()
+        return self

@@ -184,3 +184,36 @@ def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_qui
     assert let_go < 10, let_go
     assert w.alive()
     assert_no_secret(server, w.logs(), *(r["source"] for r in queue.results(job)))
+
+
+def test_veritas_run_listens_for_an_srt_caller(tmp_path: Path) -> None:
+    """SRT listener mode: the encoder calls (encrypted, 256-bit key, a streamid)."""
+    from tests.servers import SrtCaller
+
+    if missing("ffmpeg"):
+        pytest.fail("ffmpeg not installed: run 'make test' (make live-servers)")
+    caller = SrtCaller(tmp_path / "srt-caller").start()
+    out = tmp_path / "records.jsonl"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", caller.url, "--realtime", "--out", str(out),
+         *TINY_FLAGS, *LIVE_FLAGS],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb"),
+    )  # fmt: skip
+    try:
+
+        def records() -> list[dict[str, Any]]:
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            lines = out.read_text().splitlines(keepends=True) if out.exists() else []
+            return [json.loads(line) for line in lines if line.endswith("\n")]
+
+        wait_for(lambda: len(records()) >= 10, 90, "records from the caller")
+        run.send_signal(signal.SIGINT)
+        assert run.wait(30) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        caller.stop()
+    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    check_records(recs, 60, "srt-listener")
+    assert_no_secret(caller, (tmp_path / "run.log").read_text(), *(r["source"] for r in recs))
