@@ -319,6 +319,10 @@ class EventsConfig:
     """An event in progress sends an update this often (stream seconds)."""
     max_len: int = 10_000
     """Events kept in the ``veritas:events`` stream (oldest trimmed first)."""
+    maps: bool = True
+    """Thumbnails show the face's XAI map beside it; the pipeline then hands every
+    batch's maps to the host (on a GPU a device-to-host copy per batch: set false
+    there to save it, and thumbnails show the face only)."""
     webhook_url: str = ""
     """Also POST each event as JSON here (http or https); empty: no webhook."""
     webhook_queue: int = 100

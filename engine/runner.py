@@ -96,7 +96,7 @@ def run_local(
         jsonl = JsonlSink(out)
         sinks.append(jsonl)
         if events is not None:
-            sinks.append(EventSink(jsonl.write_line, events))
+            sinks.append(EventSink(jsonl.write_line, events, maps=events.maps))
     if annotate:
         sinks.append(AnnotatedVideoSink(annotate))
     path = FramePath(pipeline, FramePathSettings.from_config(config), sinks)

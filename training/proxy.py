@@ -27,6 +27,7 @@ Every stage runs through its command-line entry point; the commands are written 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
@@ -135,32 +136,22 @@ SIZES: dict[str, ProxySize] = {
         full_max_steps=40,
         head_epochs=30,
     ),
-    "demo": ProxySize(
-        # training.demo's weights: the full size's data, one detector, the demo's XAI method
-        # and mode, and a longer finetune.
-        detector_ids=40,
-        dataset_ids=60,
-        test_groups=3,  # the astronaut's group lands in train (the split is seeded)
-        frames=6,
-        detector_frames=6,
-        detectors=("xception_tiny",),
-        detector_steps=300,
-        xai=("guided_backprop",),
-        ig_steps=16,
-        attack_budgets={
-            "pgd": {"steps": 30},
-            "apgd": {"steps": 30, "n_restarts": 1},
-            "nes": {"steps": 20, "n_samples": 20, "n_restarts": 1},
-            "square": {"n_queries": 500},
-        },
-        full_epochs=4,
-        full_max_steps=160,
-        head_epochs=30,
-        configs=("full",),
-        always=("astronaut",),
-        always_copies=6,
-    ),
 }
+
+
+# training.demo's weights: the full size's data and budgets, one detector, the demo's XAI
+# method and mode, and a longer finetune.
+SIZES["demo"] = dataclasses.replace(
+    SIZES["full"],
+    test_groups=3,  # the astronaut's group lands in train (the split is seeded)
+    detectors=("xception_tiny",),
+    xai=("guided_backprop",),
+    full_epochs=4,
+    full_max_steps=160,
+    configs=("full",),
+    always=("astronaut",),
+    always_copies=6,
+)
 
 
 def supported_options(attack: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -162,8 +162,7 @@ class Worker:
             self.metrics,
             self.endings.rewind,
         )
-        # Thumbnails of the face only: maps would cost a device-to-host copy per batch.
-        events = EventSink(self._emit_event, config.events, maps=False)
+        events = EventSink(self._emit_event, config.events, maps=config.events.maps)
         self.path = FramePath(
             self.pipeline,
             FramePathSettings.from_config(config, keep_open=True),
