@@ -266,31 +266,39 @@ class RtspServer(Server):
 
 
 class SrtServer(Server):
-    """``ffmpeg`` as an SRT listener (encrypted with a passphrase): server and publisher
-    are one process, as a contribution encoder in listener mode."""
+    """``ffmpeg`` sending the clip over encrypted SRT; server and publisher are one
+    process, as a contribution encoder's. By default it listens and Veritas calls
+    (``pbkeylen`` 16, a ``latency``); ``veritas_listens``: it calls Veritas, which
+    listens (``pbkeylen`` 32, a ``streamid``), calling again until someone listens."""
 
     protocol = "srt"
     publisher_apart = False
     passphrase = "veritas-test-passphrase"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, veritas_listens: bool = False) -> None:
         super().__init__(folder)
         self.port = free_port()
-        options = f"pbkeylen=16&passphrase={self.passphrase}&latency=200000"
-        self.url = f"srt://127.0.0.1:{self.port}?mode=caller&{options}"
-        self.sender = publisher(
-            self.clip,
-            f"srt://127.0.0.1:{self.port}?mode=listener&{options}",
-            "mpegts",
-            folder / "srt.log",
-            respawn=True,
-        )
+        at = f"srt://127.0.0.1:{self.port}"
+        if veritas_listens:
+            self.protocol = "srt-listener"
+            options = f"pbkeylen=32&passphrase={self.passphrase}"
+            self.url = f"{at}?mode=listener&{options}"
+            target = f"{at}?mode=caller&{options}&streamid=studio-cam-1"
+        else:
+            options = f"pbkeylen=16&passphrase={self.passphrase}&latency=200000"
+            self.url = f"{at}?mode=caller&{options}"
+            target = f"{at}?mode=listener&{options}"
+        # An SRT listener serves one caller and exits; a caller gives up when nobody
+        # listens: either way the encoder starts again.
+        self.sender = publisher(self.clip, target, "mpegts", folder / "srt.log", respawn=True)
         self.processes = [self.sender]
+        self.veritas_listens = veritas_listens
 
     def start(self) -> SrtServer:
         self.sender.start()
-        time.sleep(0.5)  # UDP: nothing to probe; the listener binds at once
-        assert self.sender.alive(), self.sender.logs()
+        if not self.veritas_listens:
+            time.sleep(0.5)  # UDP: nothing to probe; the listener binds at once
+            assert self.sender.alive(), self.sender.logs()
         return self
 
 
@@ -344,30 +352,3 @@ PACKAGES = {
     "srt": ["ffmpeg"],
     "hls": ["ffmpeg"],
 }
-
-
-class SrtCaller(Server):
-    """An ``ffmpeg`` SRT caller (encrypted, with a ``streamid``) that keeps calling
-    Veritas, which listens: an encoder contributing to a receiver."""
-
-    protocol = "srt-listener"
-    publisher_apart = False
-    passphrase = "veritas-listener-passphrase"
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder)
-        self.port = free_port()
-        options = f"pbkeylen=32&passphrase={self.passphrase}"
-        self.url = f"srt://127.0.0.1:{self.port}?mode=listener&{options}"
-        self.sender = publisher(
-            self.clip,
-            f"srt://127.0.0.1:{self.port}?mode=caller&{options}&streamid=studio-cam-1",
-            "mpegts",
-            folder / "srt-caller.log",
-            respawn=True,  # calls again until someone listens
-        )
-        self.processes = [self.sender]
-
-    def start(self) -> SrtCaller:
-        self.sender.start()
-        return self

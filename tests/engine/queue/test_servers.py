@@ -30,7 +30,7 @@ from engine.queue.keys import GROUP
 from engine.queue.queue import Queue
 from tests.conftest import TINY_FLAGS
 from tests.engine.queue.conftest import REPO, consumers_ready, wait_for
-from tests.servers import PACKAGES, SERVERS, Server, missing
+from tests.servers import PACKAGES, SERVERS, Server, SrtServer, missing
 
 pytestmark = pytest.mark.slow
 
@@ -100,40 +100,57 @@ def check_records(recs: list[dict[str, Any]], scenario_s: float, protocol: str) 
     assert all(isinstance(r["arrived"], float) for r in recs)
 
 
+class VeritasRun:
+    """``veritas run --realtime URL`` in a subprocess: its records as they are written,
+    then Ctrl-C."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.out, self.summary = folder / "records.jsonl", folder / "summary.json"
+        self.log = folder / "run.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", url, "--realtime",
+             "--out", str(self.out), "--summary-json", str(self.summary),
+             *TINY_FLAGS, *LIVE_FLAGS],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+        )  # fmt: skip
+
+    def records(self) -> list[dict[str, Any]]:
+        """The whole lines written so far (fails if the run ended by itself)."""
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        if not self.out.exists():
+            return []
+        lines = self.out.read_text().splitlines(keepends=True)
+        return [json.loads(line) for line in lines if line.endswith("\n")]
+
+    def interrupt(self) -> list[dict[str, Any]]:
+        """Ctrl-C: the run must end with status 130; every record it wrote."""
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(30) == 130, self.log.read_text()[-3000:]
+        return [json.loads(line) for line in self.out.read_text().splitlines()]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 def test_veritas_run_reads_a_live_server_through_outages_and_stops_on_ctrl_c(
     server: Server, tmp_path: Path
 ) -> None:
-    out, summary = tmp_path / "records.jsonl", tmp_path / "summary.json"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", server.url, "--realtime",
-         "--out", str(out), "--summary-json", str(summary), *TINY_FLAGS, *LIVE_FLAGS],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb"),
-    )  # fmt: skip
-
-    def records() -> list[dict[str, Any]]:
-        assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-        if not out.exists():
-            return []
-        lines = out.read_text().splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n")]
-
+    run = VeritasRun(server.url, tmp_path)
     try:
-        scenario_s = outages(server, records)
-        recs = records()
-        run.send_signal(signal.SIGINT)
-        assert run.wait(30) == 130
+        scenario_s = outages(server, run.records)
+        recs = run.interrupt()
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        run.kill()
     check_records(recs, scenario_s, server.protocol)
     assert len({r["source"] for r in recs}) == 1
-    report = json.loads(summary.read_text())
+    report = json.loads(run.summary.read_text())
     assert report["interrupted"] is True
     (feed,) = report["sources"].values()
     assert feed["latency_ms"]["p99_ms"] > 0
     assert set(feed["lost"]) >= {"realtime", "feed_gap", "stall", "reconnect"}
-    assert_no_secret(server, (tmp_path / "run.log").read_text(), *(r["source"] for r in recs))
+    assert_no_secret(server, run.log.read_text(), *(r["source"] for r in recs))
 
 
 def assert_no_secret(server: Server, *texts: str) -> None:
@@ -188,32 +205,15 @@ def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_qui
 
 def test_veritas_run_listens_for_an_srt_caller(tmp_path: Path) -> None:
     """SRT listener mode: the encoder calls (encrypted, 256-bit key, a streamid)."""
-    from tests.servers import SrtCaller
-
     if missing("ffmpeg"):
         pytest.fail("ffmpeg not installed: run 'make test' (make live-servers)")
-    caller = SrtCaller(tmp_path / "srt-caller").start()
-    out = tmp_path / "records.jsonl"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", caller.url, "--realtime", "--out", str(out),
-         *TINY_FLAGS, *LIVE_FLAGS],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb"),
-    )  # fmt: skip
+    caller = SrtServer(tmp_path / "srt-caller", veritas_listens=True).start()
+    run = VeritasRun(caller.url, tmp_path)
     try:
-
-        def records() -> list[dict[str, Any]]:
-            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            lines = out.read_text().splitlines(keepends=True) if out.exists() else []
-            return [json.loads(line) for line in lines if line.endswith("\n")]
-
-        wait_for(lambda: len(records()) >= 10, 90, "records from the caller")
-        run.send_signal(signal.SIGINT)
-        assert run.wait(30) == 130
+        wait_for(lambda: len(run.records()) >= 10, 90, "records from the caller")
+        recs = run.interrupt()
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        run.kill()
         caller.stop()
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    check_records(recs, 60, "srt-listener")
-    assert_no_secret(caller, (tmp_path / "run.log").read_text(), *(r["source"] for r in recs))
+    check_records(recs, 60, caller.protocol)
+    assert_no_secret(caller, run.log.read_text(), *(r["source"] for r in recs))
