@@ -29,12 +29,13 @@ redis:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 # Real streaming servers for the live-feed tests (tests/servers.py): GStreamer's RTSP
-# server, nginx with the RTMP module, ffmpeg (SRT listener and bridge, live HLS);
-# installed through apt when absent.
+# server, nginx with the RTMP module, srt-live-transmit (SRT relay), ffmpeg (publishers,
+# SRT bridge, live HLS); installed through apt when absent.
 LIVE_PACKAGES = ffmpeg nginx libnginx-mod-rtmp gir1.2-gst-rtsp-server-1.0 python3-gi \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+  srt-tools
 live-servers:
-	@{ command -v ffmpeg && command -v nginx && test -f /usr/lib/nginx/modules/ngx_rtmp_module.so \
+	@{ command -v ffmpeg && command -v nginx && command -v srt-live-transmit && test -f /usr/lib/nginx/modules/ngx_rtmp_module.so \
 	  && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')"; } >/dev/null 2>&1 || { \
 	  echo "live-feed test servers missing: installing them with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -2,13 +2,14 @@
 
 Each class starts real third-party software as child processes and stops it in
 ``stop()`` (the fixtures call it after every test): GStreamer's RTSP server (scripted
-from the system Python, where Debian's ``python3-gi`` lives), nginx with the RTMP
-module (a private configuration, ``daemon off``) fed by an ``ffmpeg`` publisher,
-``ffmpeg`` as an SRT listener (encrypted), and ``ffmpeg`` writing a sliding live HLS
-playlist behind ``python3 -m http.server``. ``make test`` installs the Debian packages
-(``make live-servers``). Publishers send a clip made by the test (a real face photo,
-a keyframe every second) in a loop, in real time, with timestamps starting at 0 on
-every start, as an encoder does.
+from the system Python, where Debian's ``python3-gi`` lives) fed RTP by an ``ffmpeg``
+publisher, nginx with the RTMP module (a private configuration, ``daemon off``) fed by
+an ``ffmpeg`` publisher, ``srt-live-transmit`` relaying an ``ffmpeg`` SRT publisher
+(encrypted), and ``ffmpeg`` writing a sliding live HLS playlist behind ``python3 -m
+http.server``. ``make test`` installs the Debian packages (``make live-servers``).
+Publishers send a clip made by the test (a real face photo, a keyframe every second)
+in a loop, in real time, with timestamps starting at 0 on every start, as an encoder
+does; each can be killed and restarted behind a server that stays up.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-
-import cv2
 
 from engine.video import VideoWriter
 from tests.media import face_frames
@@ -220,12 +219,13 @@ import sys, gi
 gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst, GstRtspServer, GLib
 Gst.init(None)
-port, frames = sys.argv[1], sys.argv[2]
+port, rtp = sys.argv[1], sys.argv[2]
 server = GstRtspServer.RTSPServer(); server.set_address("127.0.0.1"); server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(
-    f"( multifilesrc location={frames}/%03d.png loop=true caps=image/png,framerate=25/1 "
-    "! pngdec ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
+    f"( udpsrc address=127.0.0.1 port={rtp} "
+    "caps=application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96 "
+    "! rtph264depay ! h264parse config-interval=-1 "
     "! rtph264pay name=pay0 pt=96 config-interval=1 )")
 factory.set_shared(True)
 server.get_mount_points().add_factory("/feed", factory)
@@ -236,70 +236,104 @@ GLib.MainLoop().run()
 
 
 class RtspServer(Server):
-    """GStreamer's RTSP server (``GstRtspServer``) encoding the face frames (PNG files)
-    in a loop with x264: a live stream (no declared duration), as a camera's."""
+    """GStreamer's RTSP server (``GstRtspServer``) re-serving the H.264 RTP stream an
+    ``ffmpeg`` publisher sends it over UDP (a camera or encoder pushing RTP to a media
+    server): a live stream (no declared duration), and a publisher apart from the
+    server, which keeps its readers connected while the publisher goes and comes back."""
 
     protocol = "rtsp"
-    publisher_apart = False
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
-        self.port = free_port()
+        self.port, rtp = free_port(), free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/feed"
         script = folder / "rtsp_server.py"
         script.write_text(RTSP_SCRIPT)
-        pngs = folder / "frames"
-        pngs.mkdir(exist_ok=True)
-        for i, frame in enumerate(face_frames(50, CLIP_SIZE)):
-            cv2.imwrite(str(pngs / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        # MPEG-TS carries the parameter sets in-band before every keyframe, as the RTP
+        # depayloader needs them (an MP4's are in its header only).
+        ts = folder / "face.ts"
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(self.clip),
+             "-c", "copy", str(ts)],
+            check=True,
+        )  # fmt: skip
         self.server = Process(
             "gst-rtsp-server",
-            [SYSTEM_PYTHON, str(script), str(self.port), str(pngs)],
+            [SYSTEM_PYTHON, str(script), str(self.port), str(rtp)],
             folder / "rtsp.log",
         )
-        self.processes = [self.server]
+        self.pub = publisher(ts, f"rtp://127.0.0.1:{rtp}", "rtp", folder / "publisher.log",
+                             respawn=True)  # fmt: skip
+        self.processes = [self.pub, self.server]
 
     def start(self) -> RtspServer:
         self.server.start()
         wait_port(self.port, 20, self.server)
+        if not self.pub.alive():
+            self.pub.start()
         return self
+
+    def stop_server(self) -> None:
+        self.server.stop()  # the publisher goes on sending, as a camera would
+
+    def stop_publisher(self) -> None:
+        self.pub.stop()
+
+    def start_publisher(self) -> None:
+        self.pub.start()
 
 
 class SrtServer(Server):
-    """``ffmpeg`` sending the clip over encrypted SRT; server and publisher are one
-    process, as a contribution encoder's. By default it listens and Veritas calls
-    (``pbkeylen`` 16, a ``latency``); ``veritas_listens``: it calls Veritas, which
+    """Encrypted SRT. By default a live relay apart from its publisher, as a contribution
+    gateway: ``srt-live-transmit`` (the SRT library's own tool) listens for the encoder
+    (an ``ffmpeg`` caller) and for Veritas, which calls (``pbkeylen`` 16, a
+    ``latency``), and passes the stream on, keeping Veritas connected while the encoder
+    goes and comes back. ``veritas_listens``: no relay; the encoder calls Veritas, which
     listens (``pbkeylen`` 32, a ``streamid``), calling again until someone listens."""
 
     protocol = "srt"
-    publisher_apart = False
     passphrase = "veritas-test-passphrase"
 
     def __init__(self, folder: Path, veritas_listens: bool = False) -> None:
         super().__init__(folder)
         self.port = free_port()
         at = f"srt://127.0.0.1:{self.port}"
+        self.veritas_listens = veritas_listens
         if veritas_listens:
-            self.protocol = "srt-listener"
+            self.protocol, self.publisher_apart = "srt-listener", False
             options = f"pbkeylen=32&passphrase={self.passphrase}"
             self.url = f"{at}?mode=listener&{options}"
             target = f"{at}?mode=caller&{options}&streamid=studio-cam-1"
+            self.relay = None
         else:
-            options = f"pbkeylen=16&passphrase={self.passphrase}&latency=200000"
-            self.url = f"{at}?mode=caller&{options}"
-            target = f"{at}?mode=listener&{options}"
-        # An SRT listener serves one caller and exits; a caller gives up when nobody
-        # listens: either way the encoder starts again.
+            options = f"pbkeylen=16&passphrase={self.passphrase}"
+            self.url = f"{at}?mode=caller&{options}&latency=200000"  # FFmpeg: microseconds
+            ingest = f"srt://127.0.0.1:{free_port()}"
+            target = f"{ingest}?mode=caller&{options}"
+            self.relay = Process(
+                "srt-live-transmit",
+                ["srt-live-transmit", "-loglevel:note", f"{ingest}?mode=listener&{options}",
+                 f"{at}?mode=listener&{options}&latency=200"],  # the tool: milliseconds
+                folder / "relay.log",
+            )  # fmt: skip
+        # A caller gives up when nobody listens (the relay restarting), a listener serves
+        # one caller and exits when it leaves: either way the encoder starts again.
         self.sender = publisher(self.clip, target, "mpegts", folder / "srt.log", respawn=True)
-        self.processes = [self.sender]
-        self.veritas_listens = veritas_listens
+        self.processes = [self.sender] + ([self.relay] if self.relay else [])
 
     def start(self) -> SrtServer:
+        if self.relay is not None:
+            self.relay.start()
+            time.sleep(0.5)  # UDP: nothing to probe; the listeners bind at once
+            assert self.relay.alive(), self.relay.logs()
         self.sender.start()
-        if not self.veritas_listens:
-            time.sleep(0.5)  # UDP: nothing to probe; the listener binds at once
-            assert self.sender.alive(), self.sender.logs()
         return self
+
+    def stop_publisher(self) -> None:
+        self.sender.stop()
+
+    def start_publisher(self) -> None:
+        self.sender.start()
 
 
 class HlsServer(Server):
@@ -347,8 +381,8 @@ class HlsServer(Server):
 SERVERS = {"rtsp": RtspServer, "rtmp": RtmpServer, "srt": SrtServer, "hls": HlsServer}
 
 PACKAGES = {
-    "rtsp": [SYSTEM_PYTHON],
+    "rtsp": [SYSTEM_PYTHON, "ffmpeg"],
     "rtmp": ["nginx", str(NGINX_RTMP_MODULE), "ffmpeg"],
-    "srt": ["ffmpeg"],
+    "srt": ["ffmpeg", "srt-live-transmit"],
     "hls": ["ffmpeg"],
 }

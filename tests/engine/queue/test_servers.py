@@ -1,14 +1,14 @@
 """Live feeds from real streaming servers on loopback, through ``veritas run`` and the queue.
 
-For RTSP (GStreamer's RTSP server), RTMP (nginx-rtmp fed by ffmpeg), SRT (ffmpeg as an
-encrypted listener, read through the ffmpeg bridge) and live HLS (ffmpeg's sliding
-playlist behind an HTTP server), each test shows: records flowing with the face found;
-the server killed and restarted; where the publisher is apart from the server (RTMP,
-HLS), the publisher killed and restarted behind a server that stayed up; frame numbers
-and times monotonic and true throughout (no timestamp wrap read as real time); lost
-frames counted by cause; latency reported; and the end (Ctrl-C for ``veritas run``,
-cancel for a job) within seconds. Servers come from Debian packages that ``make test``
-installs (``make live-servers``); every server is stopped by its test.
+For RTSP (GStreamer's RTSP server re-serving an ffmpeg RTP publisher), RTMP (nginx-rtmp
+fed by ffmpeg), SRT (srt-live-transmit relaying an encrypted ffmpeg publisher, read
+through the ffmpeg bridge) and live HLS (ffmpeg's sliding playlist behind an HTTP
+server), each test shows: records flowing with the face found; the server killed and
+restarted; the publisher killed and restarted behind a server that stayed up; frame
+numbers and times monotonic and true throughout (no timestamp wrap read as real time);
+lost frames counted by cause; latency reported; and the end (Ctrl-C for ``veritas
+run``, cancel for a job) within seconds. Servers come from Debian packages that
+``make test`` installs (``make live-servers``); every server is stopped by its test.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
 
 
 def outages(server: Server, records: Callable[[], list[dict[str, Any]]]) -> float:
-    """Records flow; the server, then (where apart) the publisher, go down for
+    """Records flow; the server, then the publisher behind it, go down for
     ``DOWN_S`` and come back; records of frames that arrived after each comeback flow
     again. Returns the wall time the scenario took from its first record."""
 
@@ -74,16 +74,16 @@ def outages(server: Server, records: Callable[[], list[dict[str, Any]]]) -> floa
     server.restart_server(DOWN_S)
     back = time.time()
     wait_for(lambda: arrived_after(back), 90, f"{server.protocol}: records after its restart")
-    if server.publisher_apart:
-        server.stop_publisher()
-        time.sleep(DOWN_S)
-        server.start_publisher()
-        back = time.time()
-        wait_for(
-            lambda: arrived_after(back),
-            90,
-            f"{server.protocol}: records after the publisher's restart behind the server",
-        )
+    assert server.publisher_apart
+    server.stop_publisher()
+    time.sleep(DOWN_S)
+    server.start_publisher()
+    back = time.time()
+    wait_for(
+        lambda: arrived_after(back),
+        90,
+        f"{server.protocol}: records after the publisher's restart behind the server",
+    )
     return time.monotonic() - started
 
 
