@@ -250,6 +250,15 @@ class QueueConfig:
     live_first_frame_s: float = 30.0
     """Until a feed's first frame of an attempt, it fails after this long instead: a feed
     that never works holds a slot for at most this long per attempt."""
+    live_max_clock_lead_s: float = 30.0
+    """A feed timestamp further than this ahead of wall time (a timestamp wrap, an
+    encoder restarted with another clock) is a discontinuity: the feed clock is
+    re-anchored. Keep it above the burst a live HLS reader reads ahead (its first
+    segments)."""
+    live_stall_s: float = 1.5
+    """A wait this long for a frame whose timestamp advanced by less (the publisher away
+    behind a server that keeps the connection) is a stall: re-anchored and its frames
+    counted as lost (not for live HLS); 0: off."""
     poll_s: float = 1.0
     """Longest a worker blocks waiting for jobs; also its reaction time to signals."""
     trim_interval_s: float = 30.0
@@ -297,6 +306,8 @@ class QueueConfig:
         )
         _check_range("queue.live_give_up_s", self.live_give_up_s, 0.1, 1e9)
         _check_range("queue.live_first_frame_s", self.live_first_frame_s, 0.1, 1e9)
+        _check_range("queue.live_max_clock_lead_s", self.live_max_clock_lead_s, 1, 1e9)
+        _check_range("queue.live_stall_s", self.live_stall_s, 0, 3600)
         _check_range("queue.poll_s", self.poll_s, 0.05, 10)
         _check_range("queue.trim_interval_s", self.trim_interval_s, 0.1, 86_400)
         _check_range("queue.stall_timeout_s", self.stall_timeout_s, 1, 86_400)

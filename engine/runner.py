@@ -22,7 +22,9 @@ from engine.frames import Frame
 from engine.pipeline import Pipeline
 from engine.sinks import AnnotatedVideoSink, JsonlSink, Sink
 from engine.sources import Source, open_source
-from engine.sources.live import LiveFeedSource
+from engine.sources.live import LiveFeedSource, live_settings, open_live
+from engine.sources.registry import SCHEMES as OPENERS
+from engine.sources.registry import url_scheme
 from engine.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def run_local(
     sources: list[Source] = []
     for spec in specs:
         try:
-            sources.append(open_source(spec, config.sources))
+            sources.append(_open(spec, config))
         except SourceError as e:
             failed(spec, e)
     if not sources:
@@ -107,6 +109,15 @@ def run_local(
         # summary covers the frames analysed so far.
         summary.interrupted = True
     return summary.finish()
+
+
+def _open(spec: str, config: Config) -> Source:
+    """A file, folder or URL; live feeds with the ``[queue] live_*`` settings, as in
+    workers."""
+    scheme = url_scheme(spec)
+    if scheme is not None and OPENERS.find(scheme) is open_live:
+        return LiveFeedSource(spec, config.sources, live_settings(config.queue))
+    return open_source(spec, config.sources)
 
 
 def _run_path(

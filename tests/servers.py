@@ -164,7 +164,9 @@ class Server:
         raise NotImplementedError
 
     def stop(self) -> None:
-        self.stop_server()
+        """Everything this server started (the publisher too, wherever it runs)."""
+        for p in self.processes:
+            p.stop()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.logs()}" for p in self.processes)
@@ -183,6 +185,7 @@ class RtmpServer(Server):
         conf.write_text(
             textwrap.dedent(f"""\
                 load_module {NGINX_RTMP_MODULE};
+                master_process off;
                 pid {folder}/nginx.pid;
                 error_log {folder}/nginx-error.log info;
                 events {{ worker_connections 64; }}
@@ -284,36 +287,44 @@ class RtspServer(Server):
 
 
 class SrtServer(Server):
-    """Encrypted SRT. By default a live relay apart from its publisher, as a contribution
-    gateway: ``srt-live-transmit`` (the SRT library's own tool) listens for the encoder
-    (an ``ffmpeg`` caller) and for Veritas, which calls (``pbkeylen`` 16, a
-    ``latency``), and passes the stream on, keeping Veritas connected while the encoder
-    goes and comes back. ``veritas_listens``: no relay; the encoder calls Veritas, which
-    listens (``pbkeylen`` 32, a ``streamid``), calling again until someone listens."""
+    """Encrypted SRT, by how Veritas connects (``veritas_mode``):
+
+    * ``caller`` (default): a live relay apart from its publisher, as a contribution
+      gateway: ``srt-live-transmit`` (the SRT library's own tool) listens for the
+      encoder (an ``ffmpeg`` caller) and for Veritas, which calls (``pbkeylen`` 16, a
+      ``latency``, a ``streamid``), and passes the stream on, keeping Veritas connected
+      while the encoder goes and comes back;
+    * ``listener``: no relay; the encoder calls Veritas, which listens (``pbkeylen`` 32,
+      the encoder sends a ``streamid``), calling again until someone listens.
+
+    Rendezvous mode is not here: SRT 1.5.1 refuses a rendezvous between two sockets of
+    one host ("COOKIE CONTEST UNRESOLVED: can't assign connection roles").
+    """
 
     protocol = "srt"
     passphrase = "veritas-test-passphrase"
 
-    def __init__(self, folder: Path, veritas_listens: bool = False) -> None:
+    def __init__(self, folder: Path, veritas_mode: str = "caller") -> None:
         super().__init__(folder)
         self.port = free_port()
         at = f"srt://127.0.0.1:{self.port}"
-        self.veritas_listens = veritas_listens
-        if veritas_listens:
+        self.veritas_mode = veritas_mode
+        self.relay: Process | None = None
+        if veritas_mode == "listener":
             self.protocol, self.publisher_apart = "srt-listener", False
             options = f"pbkeylen=32&passphrase={self.passphrase}"
             self.url = f"{at}?mode=listener&{options}"
             target = f"{at}?mode=caller&{options}&streamid=studio-cam-1"
-            self.relay = None
         else:
             options = f"pbkeylen=16&passphrase={self.passphrase}"
-            self.url = f"{at}?mode=caller&{options}&latency=200000"  # FFmpeg: microseconds
+            # FFmpeg's latency is in microseconds, srt-live-transmit's in milliseconds.
+            self.url = f"{at}?mode=caller&{options}&latency=200000&streamid=veritas-monitor"
             ingest = f"srt://127.0.0.1:{free_port()}"
             target = f"{ingest}?mode=caller&{options}"
             self.relay = Process(
                 "srt-live-transmit",
                 ["srt-live-transmit", "-loglevel:note", f"{ingest}?mode=listener&{options}",
-                 f"{at}?mode=listener&{options}&latency=200"],  # the tool: milliseconds
+                 f"{at}?mode=listener&{options}&latency=200"],
                 folder / "relay.log",
             )  # fmt: skip
         # A caller gives up when nobody listens (the relay restarting), a listener serves

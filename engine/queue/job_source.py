@@ -15,19 +15,6 @@ from engine.sources.confine import Confinement
 from engine.sources.live import LiveFeedSource, LiveSettings
 
 
-def live_settings(config: Config) -> LiveSettings:
-    """The worker's live-feed settings (``[queue] live_*``)."""
-    q = config.queue
-    return LiveSettings(
-        open_timeout_s=q.live_open_timeout_s,
-        read_timeout_s=q.live_read_timeout_s,
-        reconnect_min_s=q.live_reconnect_min_s,
-        reconnect_max_s=q.live_reconnect_max_s,
-        give_up_s=q.live_give_up_s,
-        first_frame_s=q.live_first_frame_s,
-    )
-
-
 def source_settings(config: Config, job: RunningJob) -> SourceSettings:
     """``[sources]`` with the job's own sampling and its duration limit applied."""
     s, spec, q = config.sources, job.spec, config.queue

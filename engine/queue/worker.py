@@ -57,7 +57,7 @@ from engine.queue.errorlog import RepeatingErrors
 from engine.queue.heartbeat import Heartbeat
 from engine.queue.intake import JobIntake
 from engine.queue.job import Mode
-from engine.queue.job_source import job_frames, live_settings
+from engine.queue.job_source import job_frames
 from engine.queue.keys import GROUP
 from engine.queue.maintenance import Maintenance
 from engine.queue.metrics import MetricsServer, WorkerMetrics
@@ -66,6 +66,7 @@ from engine.queue.results import ResultWriter
 from engine.queue.results_sink import RedisResultsSink
 from engine.queue.running import RunningJob
 from engine.queue.signals import install_stop_signals
+from engine.sources.live import live_settings
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Worker:
         self.pipeline = pipeline or Pipeline.from_config(config)
         self.name = name or default_worker_name()
         self.burst = burst
-        self.live_settings = live_settings(config)
+        self.live_settings = live_settings(config.queue)
         self.writer = ResultWriter(self.queue.keys, self.qc.results_max_len)
         self.metrics = WorkerMetrics(self.name)
         self._jobs: dict[str, RunningJob] = {}

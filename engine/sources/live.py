@@ -47,6 +47,7 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import av
@@ -58,6 +59,9 @@ from engine.errors import NotAVideoError, SourceError
 from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.bridge import BRIDGED_SCHEMES, BridgeUnavailableError, FFmpegBridge
+
+if TYPE_CHECKING:
+    from engine.config import QueueConfig
 from engine.sources.ffmpeg import check_declared_size, decode_packet, ffmpeg_reason, limit_options
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
@@ -65,6 +69,13 @@ from engine.sources.settings import SourceSettings
 log = logging.getLogger(__name__)
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "http", "https")
+
+ALWAYS_LIVE_SCHEMES = ("rtmp", "rtmps", "srt", "udp", "tcp")
+"""Never read as a finite stream, whatever duration the container declares: an RTMP
+publisher's FLV metadata carries its source file's duration (``ffmpeg -re -i clip.mp4
+-f flv``) on a live stream, and the byte streams have no end to seek to. Over RTSP and
+HTTP a declared duration is a finite stream (a file served over RTSP, an HLS playlist
+with an end)."""
 """URL schemes read as live feeds."""
 
 FALLBACK_FPS = 25.0
@@ -146,6 +157,26 @@ class LiveSettings:
     """A feed timestamp further than this ahead of the wall time is a discontinuity (a
     timestamp wrap, a restarted encoder) and is re-anchored (see :class:`FeedClock`).
     Above the burst a live HLS reader reads ahead of real time (its first segments)."""
+    stall_s: float = 1.5
+    """A wait this long for the next frame while the feed's timestamps advance by
+    less (a server that keeps the connection and re-stamps contiguously while its
+    publisher is away) is a stall: the clock is re-anchored at the wall time and the
+    frames of the silence are counted. Not for live HLS, whose reader waits for each
+    segment; 0: off."""
+
+
+def live_settings(q: QueueConfig) -> LiveSettings:
+    """Live-feed settings from ``[queue] live_*`` (workers and ``veritas run``)."""
+    return LiveSettings(
+        open_timeout_s=q.live_open_timeout_s,
+        read_timeout_s=q.live_read_timeout_s,
+        reconnect_min_s=q.live_reconnect_min_s,
+        reconnect_max_s=q.live_reconnect_max_s,
+        give_up_s=q.live_give_up_s,
+        first_frame_s=q.live_first_frame_s,
+        max_clock_lead_s=q.live_max_clock_lead_s,
+        stall_s=q.live_stall_s,
+    )
 
 
 class LiveFeedSource(DecodingSource):
@@ -180,9 +211,9 @@ class LiveFeedSource(DecodingSource):
         """Times the feed dropped and a new connection was attempted."""
         self.finite: bool | None = None
         """Whether the stream declared a duration (decided at the first connection)."""
-        self.clock = FeedClock(1.0 / FALLBACK_FPS, self.live.max_clock_lead_s)
-        self._bridge: FFmpegBridge | None = None
+        self.clock = FeedClock(1.0 / FALLBACK_FPS, self.live.max_clock_lead_s, self.live.stall_s)
         """The feed's times and its lost frames by cause (live streams only)."""
+        self._bridge: FFmpegBridge | None = None
 
     def _options(self) -> dict[str, str]:
         return {
@@ -218,7 +249,8 @@ class LiveFeedSource(DecodingSource):
                 check_declared_size(stream, self.name, self.settings)
                 self.connections += 1
                 if self.finite is None:
-                    self.finite = bool(container.duration and container.duration > 0)
+                    declared = bool(container.duration and container.duration > 0)
+                    self.finite = declared and self.scheme not in ALWAYS_LIVE_SCHEMES
                 rate = stream.average_rate or stream.guessed_rate
                 self.nominal_fps = float(rate) if rate else None
                 period = 1.0 / (self.nominal_fps or FALLBACK_FPS)
@@ -228,9 +260,11 @@ class LiveFeedSource(DecodingSource):
                     container.format.name,
                     ", finite" if self.finite else "",
                 )
-                self.clock.connect(period)
+                # A live HLS reader waits for each segment: not a stall.
+                self.clock.connect(period, stalls="hls" not in container.format.name)
                 origin: float | None = None  # a finite stream's first timestamp
                 n = -1  # frames decoded on this connection
+                waiting_since = time.monotonic()  # not counting time the consumer held us
                 for packet in container.demux(stream):
                     for frame in decode_packet(packet, self.name, self.settings):
                         n += 1
@@ -244,7 +278,8 @@ class LiveFeedSource(DecodingSource):
                             if i <= index:  # delivered before (a reconnection, a resume)
                                 continue
                         else:
-                            i, pts = index + 1, self.clock.pts(t, self._wall())
+                            waited = time.monotonic() - waiting_since
+                            i, pts = index + 1, self.clock.pts(t, self._wall(), waited)
                         index = i
                         delivered += 1
                         last_frame_at = time.monotonic()
@@ -252,6 +287,7 @@ class LiveFeedSource(DecodingSource):
                         yield DecodedFrame(
                             i, pts, frame.width, frame.height, partial(_to_rgb, frame)
                         )
+                        waiting_since = time.monotonic()
                         if self.stop_event.is_set():
                             return
                 if self.finite:
@@ -382,30 +418,44 @@ class FeedClock:
     a discontinuity: the publisher went away behind a server that kept the connection)
     and ``reconnect`` (the wall time between connections); those two are frames at the
     feed's rate over the time no frame arrived.
+
+    A *stall* is also seen where the timestamps do not skip: when the reader waited
+    more than ``stall_s`` for a frame whose timestamp advanced by less than the wait
+    (nginx-rtmp keeps its players connected while the publisher is away and stamps the
+    publisher's next frames right after the last ones), the clock is re-anchored at the
+    last frame plus the wait, so ``pts`` does not fall behind real time and the silence
+    is counted. The wait excludes the time the consumer held the reader (lossless
+    mode's back-pressure); ``connect(stalls=False)`` turns it off (live HLS).
     """
 
     CAUSES = ("feed_gap", "stall", "reconnect")
 
-    def __init__(self, period: float, max_lead_s: float) -> None:
+    def __init__(self, period: float, max_lead_s: float, stall_s: float = 0.0) -> None:
         self.period = period
         self.max_lead_s = max_lead_s
+        self.stall_s = stall_s
+        self.stalls = True
+        """Whether a long wait with contiguous timestamps is a stall (not live HLS)."""
         self.last: float | None = None
         """The last pts handed out."""
         self.lost = dict.fromkeys(self.CAUSES, 0)
         self.discontinuities = 0
         self._offset = 0.0
         self._origin: float | None = None  # the feed time at ``_offset``
+        self._ahead = (0.0, 0.0)  # how far a stall put the clock ahead of the feed, until
         self._last_wall: float | None = None  # the wall time of the last frame
         self._new_connection = True
 
-    def connect(self, period: float) -> None:
+    def connect(self, period: float, stalls: bool = True) -> None:
         """A new connection: its first frame is placed at the wall time."""
         self.period = period
+        self.stalls = stalls
+        self._ahead = (0.0, 0.0)
         self._new_connection = True
 
-    def pts(self, t: float | None, wall: float) -> float:
+    def pts(self, t: float | None, wall: float, waited: float | None = None) -> float:
         """The pts of a frame with feed time ``t`` (None: none) arriving ``wall`` seconds
-        after the epoch."""
+        after the epoch, after the reader ``waited`` that long for it (None: unknown)."""
         last, last_wall = self.last, self._last_wall
         self._last_wall = wall
         if self._new_connection:
@@ -427,10 +477,38 @@ class FeedClock:
                 if last is not None:
                     self.lost["stall"] += self._frames_between(last, pts)
                 self._anchor(pts, t)
+            elif last is not None and self._stalled(pts - last, waited):
+                assert waited is not None
+                self.discontinuities += 1
+                self._ahead = (last + waited - pts, wall + waited)
+                pts = last + waited
+                self.lost["stall"] += self._frames_between(last, pts)
+                self._anchor(pts, t)
             elif last is not None:
+                pts = self._absorbed(last, pts, wall)
                 self.lost["feed_gap"] += self._frames_between(last, pts)
         self.last = pts
         return pts
+
+    def _absorbed(self, last: float, pts: float, wall: float) -> float:
+        """``pts`` less the part of its skip a stall already put on the clock: a server
+        may send one stale frame after the silence, then frames stamped with its clock
+        that skip the silence (GStreamer's RTSP server). Counted once, as the stall."""
+        shift, until = self._ahead
+        skip = pts - last - self.period
+        if shift <= 0 or skip < self.period / 2 or wall > until:
+            return pts
+        taken = min(shift, skip)
+        self._ahead = (shift - taken, until)
+        self._offset -= taken
+        return pts - taken
+
+    def _stalled(self, advance: float, waited: float | None) -> bool:
+        """The reader waited over ``stall_s`` and the timestamps advanced less than that
+        wait by over ``stall_s`` (a frame late by less is network jitter)."""
+        if not self.stalls or not self.stall_s or waited is None:
+            return False
+        return waited > self.stall_s and waited - advance > self.stall_s
 
     def _resumed(self, last: float | None, last_wall: float | None, wall: float) -> float:
         """pts after a gap: the last frame's plus the wall time that went by (at least

@@ -99,3 +99,58 @@ def test_frames_without_timestamps_advance_by_one_period() -> None:
     clock = FeedClock(P, 30.0)
     pts = run(clock, [(None, 0.0), (None, 0.5), (None, 0.6)])
     assert pts == pytest.approx([0.0, P, 2 * P])
+
+
+def test_a_silence_with_contiguous_timestamps_is_a_stall_re_anchored_at_the_wait() -> None:
+    """nginx-rtmp keeps its players connected while the publisher is away, then stamps
+    the publisher's next frames right after the last ones: the feed's clock paused."""
+    clock = FeedClock(P, 30.0, stall_s=1.5)
+    before = run(clock, steady(0.0, 0.0, 50))
+    resumed = clock.pts(50 * P, 50 * P + 3.0, waited=3.0)  # 3 s waited, one period on
+    assert resumed == pytest.approx(before[-1] + 3.0)  # true time: the silence shows
+    assert clock.lost["stall"] == round(3.0 / P) - 1
+    assert clock.discontinuities == 1
+    after = clock.pts(51 * P, 50 * P + 3.0 + P, waited=P)
+    assert after == pytest.approx(resumed + P)  # the feed's timestamps again, from there
+
+
+@pytest.mark.parametrize(
+    ("waited", "stalls", "why"),
+    [
+        (1.0, True, "a frame late by less than stall_s: jitter"),
+        (0.0, True, "the consumer held the reader (lossless back-pressure), no wait"),
+        (3.0, False, "live HLS: the reader waits for each segment"),
+    ],
+)
+def test_no_stall_without_a_long_wait_of_the_feed_itself(
+    waited: float, stalls: bool, why: str
+) -> None:
+    clock = FeedClock(P, 30.0, stall_s=1.5)
+    clock.connect(P, stalls=stalls)
+    before = run(clock, steady(0.0, 0.0, 50))
+    pts = clock.pts(50 * P, 50 * P + 3.0, waited=waited)  # the wall moved 3 s regardless
+    assert pts == pytest.approx(before[-1] + P), why
+    assert clock.lost == {"feed_gap": 0, "stall": 0, "reconnect": 0}, why
+
+
+def test_timestamps_that_skip_over_a_wait_are_a_feed_gap_not_a_stall() -> None:
+    clock = FeedClock(P, 30.0, stall_s=1.5)
+    before = run(clock, steady(0.0, 0.0, 50))
+    pts = clock.pts(50 * P + 3.0, 50 * P + 3.0, waited=3.0)  # the timeline moved on too
+    assert pts == pytest.approx(before[-1] + P + 3.0)
+    assert clock.lost == {"feed_gap": round(3.0 / P), "stall": 0, "reconnect": 0}
+    assert clock.discontinuities == 0
+
+
+def test_a_stall_then_timestamps_that_skip_the_silence_count_it_once() -> None:
+    """GStreamer's RTSP server: one stale frame after the silence, then frames stamped
+    with its running clock, which skipped the silence."""
+    clock = FeedClock(P, 30.0, stall_s=1.5)
+    before = run(clock, steady(0.0, 0.0, 50))
+    stale = clock.pts(49 * P + 0.004, 49 * P + 3.0, waited=3.0)
+    fresh = clock.pts(49 * P + 3.0 + P, 49 * P + 3.0 + P, waited=P)
+    assert stale == pytest.approx(before[-1] + 3.0)
+    assert fresh == pytest.approx(stale + P)  # not another 3 s on
+    assert clock.lost["stall"] == round(3.0 / P) - 1 and clock.lost["feed_gap"] == 0
+    later = clock.pts(49 * P + 3.0 + 2 * P, 49 * P + 3.0 + 2 * P, waited=P)
+    assert later == pytest.approx(fresh + P)

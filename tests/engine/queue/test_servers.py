@@ -18,6 +18,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ import pytest
 from engine.queue.job import JobStatus
 from engine.queue.keys import GROUP
 from engine.queue.queue import Queue
+from engine.sources.live import LiveFeedSource, LiveSettings
 from tests.conftest import TINY_FLAGS
 from tests.engine.queue.conftest import REPO, consumers_ready, wait_for
 from tests.servers import PACKAGES, SERVERS, Server, SrtServer, missing
@@ -36,15 +38,32 @@ pytestmark = pytest.mark.slow
 
 PROTOCOLS = list(SERVERS)
 
+LAG_BUDGET_S = 2.0
+"""The real-time jobs' lag budget (``queue.live_max_lag_s``)."""
+
 LIVE_FLAGS = [
     "--set", "queue.live_read_timeout_s=3.0",
     "--set", "queue.live_open_timeout_s=3.0",
     "--set", "queue.live_reconnect_min_s=0.2",
     "--set", "queue.live_reconnect_max_s=1.0",
     "--set", "queue.live_buffer_frames=4",
-    "--set", "queue.live_max_lag_s=2.0",
+    "--set", f"queue.live_max_lag_s={LAG_BUDGET_S}",
 ]  # fmt: skip
 """Short timeouts, so that each outage is noticed within the test's patience."""
+
+LOAD_FLAGS = [
+    "--set", "pipeline.xai_method=integrated_gradients",
+    "--set", "pipeline.ig_steps=128",
+    "--set", "pipeline.fake_threshold=1.0",
+]  # fmt: skip
+"""An analysis several times slower than the 25 fps feeds: every face is checked (none
+reaches p_fake 1.0) with 128-step Integrated Gradients, about 6 frames/s for the tiny
+models on one core of the 2-core machine the suite was written on (35 frames/s with
+the default Guided Backprop), so a real-time job must drop frames and a lossless one
+falls behind."""
+
+BATCH_SLACK_S = 6.0
+"""The analysis of one batch under LOAD_FLAGS on a loaded 2-core machine, with room."""
 
 DOWN_S = 3.0
 """How long a server or publisher stays down."""
@@ -101,16 +120,16 @@ def check_records(recs: list[dict[str, Any]], scenario_s: float, protocol: str) 
 
 
 class VeritasRun:
-    """``veritas run --realtime URL`` in a subprocess: its records as they are written,
-    then Ctrl-C."""
+    """``veritas run [--realtime] URL`` in a subprocess: its records as they are
+    written, then Ctrl-C."""
 
-    def __init__(self, url: str, folder: Path) -> None:
+    def __init__(self, url: str, folder: Path, *flags: str, realtime: bool = True) -> None:
         self.out, self.summary = folder / "records.jsonl", folder / "summary.json"
         self.log = folder / "run.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", url, "--realtime",
+            [sys.executable, "-m", "engine.cli", "run", url, *(["--realtime"] * realtime),
              "--out", str(self.out), "--summary-json", str(self.summary),
-             *TINY_FLAGS, *LIVE_FLAGS],
+             *TINY_FLAGS, *LIVE_FLAGS, *flags],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
         )  # fmt: skip
 
@@ -134,10 +153,10 @@ class VeritasRun:
             self.process.wait()
 
 
-def test_veritas_run_reads_a_live_server_through_outages_and_stops_on_ctrl_c(
+def test_veritas_run_reads_a_live_server_under_load_through_outages_and_stops_on_ctrl_c(
     server: Server, tmp_path: Path
 ) -> None:
-    run = VeritasRun(server.url, tmp_path)
+    run = VeritasRun(server.url, tmp_path, *LOAD_FLAGS)
     try:
         scenario_s = outages(server, run.records)
         recs = run.interrupt()
@@ -148,9 +167,26 @@ def test_veritas_run_reads_a_live_server_through_outages_and_stops_on_ctrl_c(
     report = json.loads(run.summary.read_text())
     assert report["interrupted"] is True
     (feed,) = report["sources"].values()
-    assert feed["latency_ms"]["p99_ms"] > 0
     assert set(feed["lost"]) >= {"realtime", "feed_gap", "stall", "reconnect"}
+    assert_outages_counted(feed["lost"], feed)
+    assert_real_time_under_load(feed["lost"], feed["latency_ms"], feed)
     assert_no_secret(server, run.log.read_text(), *(r["source"] for r in recs))
+
+
+def assert_outages_counted(lost: dict[str, int], report: object) -> None:
+    """The outages are counted in frames, by cause (at the feed's rate over the time no
+    frame arrived: shorter than DOWN_S where a reader had read ahead, as live HLS)."""
+    assert lost["reconnect"] + lost["stall"] + lost["feed_gap"] > 0, report
+
+
+def assert_real_time_under_load(
+    lost: dict[str, int], latency_ms: dict[str, float], report: object
+) -> None:
+    """Under LOAD_FLAGS a real-time reading drops most frames, counted, and each record
+    comes within the lag budget plus the analysis of one batch (unbounded without the
+    drop: the issue's feeds fell 29 to 94 s behind)."""
+    assert lost["realtime"] > 0, report
+    assert 0 < latency_ms["p99_ms"] < (LAG_BUDGET_S + BATCH_SLACK_S) * 1000, report
 
 
 def assert_no_secret(server: Server, *texts: str) -> None:
@@ -160,12 +196,12 @@ def assert_no_secret(server: Server, *texts: str) -> None:
         assert not any(secret in t for t in texts)
 
 
-def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_quick_cancel(
+def test_a_job_reads_a_live_server_under_load_through_outages_with_losses_and_a_quick_cancel(
     server: Server, redis_server, worker
 ) -> None:
     client = redis_server.client()
     queue = Queue(client)
-    w = worker(redis_server, *LIVE_FLAGS, name="live")
+    w = worker(redis_server, *LIVE_FLAGS, *LOAD_FLAGS, name="live")
     wait_for(lambda: consumers_ready(client, ["live"]), 90, "the worker")
     job = queue.enqueue(server.url)
     try:
@@ -182,13 +218,9 @@ def test_a_job_reads_a_live_server_through_outages_with_losses_latency_and_a_qui
     assert queue.job(job).mode == progress["mode"] == "realtime"
     lost = progress["lost"]
     assert set(lost) >= {"realtime", "feed_gap", "stall", "reconnect"}
-    # The outages are counted in frames, by cause (at the feed's rate over the time no
-    # frame arrived: shorter than DOWN_S where a reader had read ahead, as live HLS).
-    assert lost["reconnect"] + lost["stall"] + lost["feed_gap"] > 0, (
-        f"{progress}\n{w.logs()[-2500:]}"
-    )
-    assert progress["latency_ms"]["p99_ms"] > 0
-    assert progress["lag_s"] < 2.0 + 10.0  # the lag budget (plus one batch), not minutes
+    assert_outages_counted(lost, f"{progress}\n{w.logs()[-2500:]}")
+    assert_real_time_under_load(lost, progress["latency_ms"], progress)
+    assert progress["lag_s"] < LAG_BUDGET_S + BATCH_SLACK_S, progress
 
     cancelled = time.monotonic()
     queue.cancel(job)
@@ -207,13 +239,121 @@ def test_veritas_run_listens_for_an_srt_caller(tmp_path: Path) -> None:
     """SRT listener mode: the encoder calls (encrypted, 256-bit key, a streamid)."""
     if missing("ffmpeg"):
         pytest.fail("ffmpeg not installed: run 'make test' (make live-servers)")
-    caller = SrtServer(tmp_path / "srt-caller", veritas_listens=True).start()
-    run = VeritasRun(caller.url, tmp_path)
+    other = SrtServer(tmp_path / "srt-caller", veritas_mode="listener").start()
+    run = VeritasRun(other.url, tmp_path)
     try:
         wait_for(lambda: len(run.records()) >= 10, 90, "records from the caller")
         recs = run.interrupt()
     finally:
         run.kill()
-        caller.stop()
-    check_records(recs, 60, caller.protocol)
-    assert_no_secret(caller, run.log.read_text(), *(r["source"] for r in recs))
+        other.stop()
+    check_records(recs, 60, other.protocol)
+    assert_no_secret(other, run.log.read_text(), *(r["source"] for r in recs))
+
+
+FEED_FPS = 25
+
+
+def behind(recs: list[dict[str, Any]]) -> bool:
+    """The records cover under half the frames their pts span held: frames were skipped."""
+    if len(recs) < 40:
+        return False
+    return len(recs) < 0.5 * (recs[-1]["pts"] - recs[0]["pts"]) * FEED_FPS
+
+
+def assert_every_frame_counted(recs: list[dict[str, Any]], lost: dict[str, int]) -> None:
+    """Live HLS read losslessly by an analysis slower than the feed: the reader falls
+    behind the sliding playlist, segments leave it unread, and every frame the feed
+    produced over the records' span is either a record or lost, by cause (the issue's
+    job analysed 14.5 of 25 frames/s with nothing counted)."""
+    check_records(recs, 600, "hls")
+    assert lost["feed_gap"] > 0, lost
+    assert lost["realtime"] == 0, lost  # lossless: nothing dropped for time
+    produced = round((recs[-1]["pts"] - recs[0]["pts"]) * FEED_FPS) + 1
+    accounted = len(recs) + sum(lost.values())
+    # Frames lost before the first record (a reconnect gap ending at it) are counted
+    # too: hence a little over, never under.
+    assert 0.95 * produced <= accounted <= 1.1 * produced, (len(recs), lost, produced)
+
+
+def live_hls(tmp_path: Path) -> Server:
+    if missing(*PACKAGES["hls"]):
+        pytest.fail("ffmpeg not installed: run 'make test' (make live-servers)")
+    return SERVERS["hls"](tmp_path / "hls").start()
+
+
+def test_veritas_run_counts_the_hls_segments_a_slow_lossless_reading_missed(
+    tmp_path: Path,
+) -> None:
+    hls = live_hls(tmp_path)
+    run = VeritasRun(hls.url, tmp_path, *LOAD_FLAGS, realtime=False)
+    try:
+        wait_for(lambda: behind(run.records()), 120, "the reader falling behind the playlist")
+        recs = run.interrupt()
+    finally:
+        run.kill()
+        hls.stop()
+    (feed,) = json.loads(run.summary.read_text())["sources"].values()
+    assert_every_frame_counted(recs, feed["lost"])
+
+
+def test_a_lossless_job_counts_the_hls_segments_it_missed(
+    tmp_path: Path, redis_server, worker
+) -> None:
+    hls = live_hls(tmp_path)
+    client = redis_server.client()
+    queue = Queue(client)
+    w = worker(redis_server, *LIVE_FLAGS, *LOAD_FLAGS, name="lossless")
+    try:
+        wait_for(lambda: consumers_ready(client, ["lossless"]), 90, "the worker")
+        job = queue.enqueue(hls.url, mode="lossless")
+        wait_for(lambda: behind(list(queue.results(job))), 120, "the job falling behind")
+        queue.cancel(job)
+        wait_for(lambda: client.xpending(queue.keys.jobs, GROUP)["pending"] == 0, 10, "the end")
+    finally:
+        hls.stop()
+    assert queue.job(job).mode == "lossless"
+    recs = list(queue.results(job))
+    progress = queue.job(job).progress
+    assert progress["frames"] == len(recs), (progress, len(recs), w.logs()[-2000:])
+    assert_every_frame_counted(recs, progress["lost"])
+
+
+def test_an_rtmp_publisher_away_behind_nginx_is_a_stall_and_time_stays_true(
+    tmp_path: Path,
+) -> None:
+    """nginx-rtmp keeps the player connected while the publisher is away (shorter than
+    the read timeout), then stamps the new publisher's frames right after the last
+    ones: the silence must show in ``pts`` and be counted, not vanish."""
+    if missing(*PACKAGES["rtmp"]):
+        pytest.fail("nginx-rtmp not installed: run 'make test' (make live-servers)")
+    server = SERVERS["rtmp"](tmp_path / "rtmp").start()
+    source = LiveFeedSource(server.url, live=LiveSettings(read_timeout_s=10.0))
+    away_s = 2.5
+    frames: list[tuple[float, float]] = []  # (pts, wall)
+
+    def publisher_away() -> None:  # apart from the reader, which waits on its socket
+        server.stop_publisher()
+        time.sleep(away_s)
+        server.start_publisher()
+
+    try:
+        for frame in source:
+            frames.append((frame.pts, time.time()))
+            if len(frames) == 75:
+                threading.Thread(target=publisher_away, daemon=True).start()
+            if len(frames) == 150:
+                break
+    finally:
+        source.close()
+        server.stop()
+    assert source.reconnects == 0  # the same connection throughout
+    assert source.lost["stall"] >= away_s * FEED_FPS * 0.8, source.lost
+    pts = [p for p, _ in frames]
+    assert all(b > a for a, b in itertools.pairwise(pts))
+    gap = max(b - a for a, b in itertools.pairwise(pts))
+    assert gap >= away_s, pts  # the silence shows at (at least) its length
+    # True time: from the first frame, pts keeps pace with the wall (within the burst a
+    # new connection decodes at once), not ``away_s`` behind it.
+    (p0, w0), (p1, w1) = frames[0], frames[-1]
+    assert abs((p1 - p0) - (w1 - w0)) < 2.5, frames
