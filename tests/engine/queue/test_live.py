@@ -250,3 +250,22 @@ def test_a_server_that_accepts_and_never_sends_is_named_so_and_bounded(tmp_path)
     assert time.monotonic() - start < 10
     assert "connected, but no stream header arrived within 0.5 s" in str(e.value)
     assert e.value.frames == 0
+
+
+def test_veritas_run_reads_live_feeds_with_the_queue_live_settings():
+    """``veritas run`` (``engine.runner.run_local``) gives a live URL the ``[queue]
+    live_*`` settings, as workers do: a feed that never answers fails after
+    ``live_first_frame_s`` (here 1.5 s), not the 30 s default."""
+    from engine.runner import run_local
+    from tests.conftest import tiny_config
+
+    config = tiny_config(
+        "queue.live_first_frame_s=1.5",
+        "queue.live_open_timeout_s=0.5",
+        "queue.live_reconnect_min_s=0.1",
+        "queue.live_reconnect_max_s=0.2",
+    )
+    url = f"tcp://127.0.0.1:{free_port()}?timeout=500000"  # nothing listens there
+    summary = run_local([url], config)
+    (error,) = [t.error for t in summary.sources.values()]
+    assert error and "no frame from the feed for 1." in error, error
