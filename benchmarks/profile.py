@@ -27,6 +27,7 @@ def run(bench: Any) -> dict[str, Any]:
     s = bench.settings
     method = s.xai[0]
     pipeline = bench.pipeline(method)
+    pipeline.warm_start()  # no compilation inside the profile
     pipeline.warmup((s.batch_size,))
     activities = [torch.profiler.ProfilerActivity.CPU]
     if pipeline.device.type == "cuda":

@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -249,6 +250,18 @@ class Pipeline:
             x = torch.rand(2, 3, size, size, device=self.device)
             return self.runtime.forward_pass(NormalizedPairs(self.adversarial), (x, x), name)
         raise KeyError(f"no network pass {name!r}")
+
+    def warm_start(self) -> float:
+        """Build every batch bucket of every pass before the first frame, where the
+        runtime builds per shape (``compile``, ``tensorrt``), so that no frame waits for
+        a compilation; the seconds it took (0.0 where there is nothing to build)."""
+        if not self.runtime.builds_per_shape:
+            return 0.0
+        started = time.perf_counter()
+        self.warmup(tuple(self.runtime.settings.batch_buckets))
+        seconds = time.perf_counter() - started
+        log.info("warm start: %s buckets built in %.1f s", self.runtime.name, seconds)
+        return seconds
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Build every pass the configuration uses and run each at ``batch_sizes`` faces.

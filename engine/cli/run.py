@@ -25,6 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     pipeline = Pipeline.from_config(config)
+    pipeline.warm_start()  # every batch bucket built before the first frame (compile)
     if pipeline.untrained_parts:
         log.warning(
             "untrained weights for %s: verdicts are random; records say "

@@ -102,7 +102,10 @@ class Worker:
         self.config = config
         self.qc = config.queue
         self.queue = Queue(client, config.queue)
-        self.pipeline = pipeline or Pipeline.from_config(config)
+        if pipeline is None:
+            pipeline = Pipeline.from_config(config)
+            pipeline.warm_start()  # no job's first frames wait for a compilation
+        self.pipeline = pipeline
         self.name = name or default_worker_name()
         self.burst = burst
         self.live_settings = live_settings(config.queue)

@@ -42,6 +42,9 @@ class Runtime(ABC):
     """A backend that runs the engine's networks; subclasses override :meth:`forward_pass`."""
 
     name: ClassVar[str]
+    builds_per_shape: ClassVar[bool] = False
+    """Whether a pass is built per batch shape on first use (compiled graphs, TensorRT
+    profiles): :meth:`engine.pipeline.Pipeline.warm_start` then builds every bucket."""
     differentiable: ClassVar[bool] = True
     """Whether its forward passes can also be differentiated (so classification and the
     XAI backward can share one forward). False for exported engines (ONNX, TensorRT)."""
@@ -49,6 +52,9 @@ class Runtime(ABC):
     def __init__(self, settings: RuntimeConfig, device: torch.device) -> None:
         self.settings = settings
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # Fixed shapes (per bucket): let cuDNN time its algorithms once per shape.
+            torch.backends.cudnn.benchmark = True
 
     @classmethod
     def availability(cls) -> str | None:
@@ -74,11 +80,15 @@ class Runtime(ABC):
         """Put ``model`` on the device, in eval mode and in the configured memory format.
 
         Channels-last converts the parameters in place, so a guided twin (which shares
-        the parameter dicts, ``engine.xai.guided``) sees the same weights.
+        the parameter dicts, ``engine.xai.guided``) sees the same weights. Parameters
+        are frozen (``requires_grad`` False): the passes differentiate with respect to
+        their inputs only, and a compiled backward would otherwise also compute every
+        weight's gradient (about half again the backward's work on XceptionNet).
         """
         model = model.to(self.device).eval()
         if self.settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        model.requires_grad_(False)
         return model
 
     def begin_step(self) -> None:  # noqa: B027  (a hook; most runtimes need nothing)
@@ -113,9 +123,14 @@ class TorchPass(nn.Module):
     def run(self, *inputs: Tensor) -> Tensor:
         return self.model(*inputs)
 
+    def layout(self, x: Tensor) -> Tensor:
+        """``x`` in the pass's memory format (channels-last for image batches)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def forward(self, *inputs: Tensor) -> Tensor:
-        if self.channels_last:
-            inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
+        inputs = tuple(self.layout(x) for x in inputs)
         with (
             contextlib.nullcontext() if self.grad else torch.no_grad(),
             autocast(inputs[0].device, self.precision),
@@ -130,7 +145,10 @@ class BucketedPass(TorchPass):
     it), and the padding rows are cut from the output.
 
     Padding rows do not change the real rows' outputs or gradients: the networks run in
-    eval mode, where samples are independent.
+    eval mode, where samples are independent. A padded chunk is put back in the pass's
+    memory format (``torch.cat`` with zero rows returns a contiguous tensor), so a
+    bucket sees the same strides whether it is full or padded: one compiled graph (and
+    one CUDA graph) per bucket, not two.
     """
 
     def __init__(
@@ -151,7 +169,7 @@ class BucketedPass(TorchPass):
         n = inputs[0].shape[0]
         outs = []
         for start, size, bucket in plan_chunks(n, self.buckets):
-            chunk = [pad_rows(x[start : start + size], bucket) for x in inputs]
+            chunk = [self.layout(pad_rows(x[start : start + size], bucket)) for x in inputs]
             out = self.runner(*chunk)
             if self.clone_outputs:  # CUDA-graph outputs are overwritten by the next replay
                 out = out.clone()

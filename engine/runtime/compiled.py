@@ -8,7 +8,8 @@ zero-padded up to its bucket, so each bucket compiles once and, on CUDA with
 Autocast (``runtime.precision``) and channels-last are applied around the compiled call.
 
 Compilation is lazy: the first batch of each bucket compiles (seconds to minutes);
-``Pipeline.warmup`` runs every bucket once. Dynamo's recompile limit is raised so that
+``Pipeline.warm_start`` (``veritas run`` and workers call it before the first frame)
+runs every bucket once. Dynamo's recompile limit is raised so that
 every bucket of every pass gets its own graph instead of falling back to eager.
 """
 
@@ -31,6 +32,7 @@ class CompiledRuntime(Runtime):
     """torch.compile (Inductor by default) with CUDA graphs over fixed batch buckets."""
 
     name = "compile"
+    builds_per_shape = True
 
     @property
     def cuda_graphs(self) -> bool:

@@ -34,6 +34,7 @@ class TensorRTRuntime(OnnxRuntime):
     """TensorRT engines for forward-only passes; PyTorch eager for gradient passes."""
 
     name = "tensorrt"
+    builds_per_shape = True
     differentiable = False
 
     @classmethod

@@ -400,3 +400,38 @@ def test_padding_does_not_leak_into_a_smaller_frame():
     torch.testing.assert_close(boxes0, boxes1, rtol=1e-5, atol=1e-3)
     assert len(found0) > 0
     torch.testing.assert_close(by_position(found0), by_position(found1), rtol=1e-5, atol=1e-3)
+
+
+def per_frame_candidates(detector, boxes, scores, points):
+    """The published selection, one frame at a time: priors above the threshold, the
+    ``top_k`` best where there are more."""
+    rows, ids = [], []
+    for i in range(len(scores)):
+        keep = torch.nonzero(scores[i] > detector.confidence_threshold).squeeze(1)
+        if len(keep) > detector.top_k:
+            keep = keep[scores[i, keep].topk(detector.top_k).indices]
+        rows.append(torch.cat([boxes[i, keep], scores[i, keep, None], points[i, keep]], dim=1))
+        ids.append(torch.full((len(keep),), i))
+    return torch.cat(rows), torch.cat(ids)
+
+
+def test_batched_candidate_selection_equals_the_per_frame_selection():
+    """One batched top-k picks, for every frame, the same candidates as the per-frame
+    loop: frames with none, fewer than, exactly and more than ``top_k`` above the
+    threshold."""
+    detector = RetinaFaceDetector(confidence_threshold=0.5, top_k=40)
+    g = torch.Generator().manual_seed(0)
+    n, p = 4, 600
+    boxes, points = torch.rand(n, p, 4, generator=g), torch.rand(n, p, 10, generator=g)
+    scores = torch.rand(n, p, generator=g) * 0.5  # all below the threshold
+    for frame, above in ((0, 10), (1, 300), (3, 40)):
+        chosen = torch.randperm(p, generator=g)[:above]
+        scores[frame, chosen] = 0.5 + 0.5 * torch.rand(above, generator=g) + 1e-6
+    got, got_ids = detector._select(boxes, scores, points)
+    want, want_ids = per_frame_candidates(detector, boxes, scores, points)
+    assert [int((got_ids == i).sum()) for i in range(n)] == [10, 40, 0, 40]
+
+    def as_set(rows, ids):
+        return sorted(zip(ids.tolist(), map(tuple, rows.tolist()), strict=True))
+
+    assert as_set(got, got_ids) == as_set(want, want_ids)

@@ -169,6 +169,102 @@ def test_bucketed_pass_equals_the_model_on_every_batch_size():
         )
 
 
+class Strides(nn.Module):
+    """Records the strides of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.stride())
+        return x.flatten(1).sum(1, keepdim=True)
+
+
+def test_a_padded_bucket_has_the_strides_of_a_full_one():
+    """Channels-last inputs padded with zero rows (``torch.cat``: contiguous) are put
+    back in channels-last, so a bucket is one shape *and* one layout: one graph."""
+    model = Strides()
+    bucketed = BucketedPass(model, RuntimeConfig(batch_buckets=(4,), channels_last=True), False)
+    x = torch.rand(4, 3, 8, 8)
+    bucketed(x)  # full
+    bucketed(x[:3])  # padded
+    full, padded = model.seen
+    assert padded == full == x.contiguous(memory_format=torch.channels_last).stride()
+
+
+def test_prepared_networks_are_frozen_and_still_differentiate_their_inputs(crops):
+    """No weight gradient is ever asked of a pass (a compiled backward would compute
+    them all); input gradients are unchanged."""
+    net = create_model("xception_tiny")
+    expected = input_gradient(net, crops)
+    runtime = create_runtime(RuntimeConfig(), CPU)
+    gradient = runtime.gradient_pass(net, (crops,), "detector-gradient")
+    assert not any(p.requires_grad for p in net.parameters())
+    torch.testing.assert_close(input_gradient(gradient, crops), expected, rtol=1e-5, atol=1e-8)
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process (``torch._dynamo.reset`` keeps it)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["forward", "gradient"])
+def test_a_compiled_pass_compiles_once_per_bucket_whatever_the_batch_sizes(grad):
+    """Batch sizes 1 to 4 over buckets (1, 2, 4): three graphs, and none more when the
+    sizes come again (before stride-stable padding a padded 3 and a full 4 were two)."""
+    torch._dynamo.reset()
+    before = compiled_graphs()
+    settings = RuntimeConfig(
+        backend="compile", compile_backend="aot_eager", batch_buckets=(1, 2, 4)
+    )
+    runtime = create_runtime(settings, CPU)
+    net = small_net()
+    x = torch.rand(4, 3, 16, 16)
+    build = runtime.gradient_pass if grad else runtime.forward_pass
+    compiled = build(net, (x,), "small")
+
+    def call(n: int) -> None:  # as the pipeline calls each: with input gradients or not
+        if grad:
+            input_gradient(compiled, x[:n])
+        else:
+            compiled(x[:n])
+
+    for n in (1, 2, 3, 4):
+        call(n)
+    assert compiled_graphs() - before == 3
+    for n in (4, 3, 1, 2, 3):
+        call(n)
+    assert compiled_graphs() - before == 3
+
+
+def test_warm_start_builds_every_bucket_so_no_frame_compiles():
+    """``veritas run`` and workers call ``warm_start``: with the compiled runtime every
+    bucket of every pass is built before the first frame; with eager nothing is done."""
+    eager = Pipeline.from_config(tiny_config())
+    assert eager.warm_start() == 0.0 and not eager._passes
+    torch._dynamo.reset()
+    before = compiled_graphs()
+    pipeline = Pipeline.from_config(
+        tiny_config(
+            'runtime.backend="compile"',
+            'runtime.compile_backend="aot_eager"',
+            "runtime.batch_buckets=[1, 2]",
+        )
+    )
+    assert pipeline.warm_start() > 0
+    built = compiled_graphs()
+    assert built > before
+    size = pipeline.detector.cfg.input_size
+    for n in (2, 1):
+        crops = torch.rand(n, 3, size, size)
+        pipeline.classify_and_explain(crops, explain=torch.arange(n))
+        pipeline.check(crops, torch.zeros_like(crops), keep_maps=False)
+    assert compiled_graphs() == built
+
+
 # --- torch.compile -------------------------------------------------------------------------
 
 
