@@ -130,11 +130,14 @@ class Pipeline:
         OpenCV's cascades cannot be shared by threads) instead of taking turns."""
         self.faces = FaceDetection(face_detector, face_detector_factory)
         """Stage ``detect`` (``engine.stages.detect``)."""
-        self.detector = detector.to(device).eval()
-        self.adversarial = adversarial.to(device).eval()
+        self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
+        # On the device, in eval mode, in the runtime's memory format and frozen from
+        # the start, not when a pass is first built: whatever runs first (a pass, or an
+        # attack differentiating ``detector`` in training) sees the same weights.
+        self.detector = self.runtime.prepare(detector)
+        self.adversarial = self.runtime.prepare(adversarial)
         self.settings = settings
         self.device = device
-        self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
         self._passes: dict[str, nn.Module] = {}
 
     @property

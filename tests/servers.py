@@ -129,9 +129,10 @@ def wait_port(port: int, timeout: float, process: Process) -> None:
 
 
 class Server:
-    """A protocol's server (and publisher): ``url`` for Veritas to read; ``restart_server``
-    kills and restarts what Veritas connects to; ``restart_publisher`` kills and restarts
-    only the encoder behind a server that stays up (where the two are apart)."""
+    """A protocol's server and its publisher ``pub``: ``url`` for Veritas to read;
+    ``restart_server`` kills and restarts what Veritas connects to; ``stop_publisher``
+    and ``start_publisher`` kill and restart only the encoder behind a server that
+    stays up (where the two are apart)."""
 
     protocol = ""
     publisher_apart = True
@@ -142,6 +143,8 @@ class Server:
         folder.mkdir(parents=True, exist_ok=True)
         self.clip = face_clip(folder)
         self.processes: list[Process] = []
+        self.pub: Process | None = None
+        """The encoder (set by each server)."""
 
     url = ""
 
@@ -158,10 +161,12 @@ class Server:
         self.start()
 
     def stop_publisher(self) -> None:
-        raise NotImplementedError
+        assert self.pub is not None
+        self.pub.stop()
 
     def start_publisher(self) -> None:
-        raise NotImplementedError
+        assert self.pub is not None
+        self.pub.start()
 
     def stop(self) -> None:
         """Everything this server started (the publisher too, wherever it runs)."""
@@ -209,12 +214,6 @@ class RtmpServer(Server):
         wait_port(self.port, 15, self.nginx)
         self.pub.start()
         return self
-
-    def stop_publisher(self) -> None:
-        self.pub.stop()
-
-    def start_publisher(self) -> None:
-        self.pub.start()
 
 
 RTSP_SCRIPT = """
@@ -279,12 +278,6 @@ class RtspServer(Server):
     def stop_server(self) -> None:
         self.server.stop()  # the publisher goes on sending, as a camera would
 
-    def stop_publisher(self) -> None:
-        self.pub.stop()
-
-    def start_publisher(self) -> None:
-        self.pub.start()
-
 
 class SrtServer(Server):
     """Encrypted SRT, by how Veritas connects (``veritas_mode``):
@@ -329,22 +322,16 @@ class SrtServer(Server):
             )  # fmt: skip
         # A caller gives up when nobody listens (the relay restarting), a listener serves
         # one caller and exits when it leaves: either way the encoder starts again.
-        self.sender = publisher(self.clip, target, "mpegts", folder / "srt.log", respawn=True)
-        self.processes = [self.sender] + ([self.relay] if self.relay else [])
+        self.pub = publisher(self.clip, target, "mpegts", folder / "srt.log", respawn=True)
+        self.processes = [self.pub] + ([self.relay] if self.relay else [])
 
     def start(self) -> SrtServer:
         if self.relay is not None:
             self.relay.start()
             time.sleep(0.5)  # UDP: nothing to probe; the listeners bind at once
             assert self.relay.alive(), self.relay.logs()
-        self.sender.start()
+        self.pub.start()
         return self
-
-    def stop_publisher(self) -> None:
-        self.sender.stop()
-
-    def start_publisher(self) -> None:
-        self.sender.start()
 
 
 class HlsServer(Server):
@@ -359,7 +346,7 @@ class HlsServer(Server):
         self.www = folder / "www"
         self.www.mkdir(exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}/live.m3u8"
-        self.writer = publisher(
+        self.pub = publisher(
             self.clip, str(self.www / "live.m3u8"), "hls", folder / "hls-writer.log",
             "-hls_time", "1", "-hls_list_size", "5", "-hls_flags", "delete_segments",
         )  # fmt: skip
@@ -369,24 +356,18 @@ class HlsServer(Server):
              "--directory", str(self.www)],
             folder / "http.log",
         )  # fmt: skip
-        self.processes = [self.writer, self.http]
+        self.processes = [self.pub, self.http]
 
     def start(self) -> HlsServer:
         self.http.start()
         wait_port(self.port, 15, self.http)
-        self.writer.start()
+        self.pub.start()
         deadline = time.monotonic() + 15
         while not (self.www / "live.m3u8").exists():
-            assert self.writer.alive(), self.writer.logs()
+            assert self.pub.alive(), self.pub.logs()
             assert time.monotonic() < deadline, "no live playlist after 15 s"
             time.sleep(0.1)
         return self
-
-    def stop_publisher(self) -> None:
-        self.writer.stop()
-
-    def start_publisher(self) -> None:
-        self.writer.start()
 
 
 SERVERS = {"rtsp": RtspServer, "rtmp": RtmpServer, "srt": SrtServer, "hls": HlsServer}

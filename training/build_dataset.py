@@ -334,12 +334,6 @@ class DatasetBuilder:
             key=lambda v: (self.splits[v.key] != "train", v.key),
         )
         self.pipeline = Pipeline.from_config(o.config)
-        # Build the detector's pass now: the runtime converts the detector's weights to
-        # its memory format (channels-last) in place when it first prepares it, and the
-        # attacks differentiate that same detector. Built lazily, the first part of a
-        # resumed build would attack the weights in the other layout than a fresh build
-        # does (other kernels, other last bits, which an iterative attack amplifies).
-        self.pipeline.network_pass("classify")
         self.threshold = o.config.pipeline.fake_threshold
         self.detector_name = o.config.models.detector
         self.reader = ShardReader(o.out)

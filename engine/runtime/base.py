@@ -82,8 +82,9 @@ class Runtime(ABC):
         Channels-last converts the parameters in place, so a guided twin (which shares
         the parameter dicts, ``engine.xai.guided``) sees the same weights. Parameters
         are frozen (``requires_grad`` False): the passes differentiate with respect to
-        their inputs only, and a compiled backward would otherwise also compute every
-        weight's gradient (about half again the backward's work on XceptionNet).
+        their inputs only, and a compiled backward would otherwise compute every
+        weight's gradient as well. Idempotent (the pipeline prepares its networks when
+        it is made, and each pass again).
         """
         model = model.to(self.device).eval()
         if self.settings.channels_last:

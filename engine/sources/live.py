@@ -19,9 +19,10 @@ frame) the source fails with :class:`FeedUnavailableError`.
 ``start_index``, so a job resumed on another worker continues its numbering). Within
 one connection ``pts`` follows the feed's timestamps; across a gap, a timestamp wrap
 (RTMP's 32-bit milliseconds, MPEG-TS's 33-bit 90 kHz clock) or a publisher restarted
-behind a live server, it is re-anchored at the wall-clock time since ``epoch`` (the
-wall time of pts 0, kept by the job), so times never go backwards, never leap ahead
-of real time, and gaps show (:class:`FeedClock`). Frames the feed's timeline skipped
+behind a live server, or a silence the server stamps over contiguously, it is
+re-anchored at the wall-clock time since ``epoch`` (the wall time of pts 0, kept by
+the job), so times never go backwards, never leap ahead of or fall behind real time,
+and gaps show (:class:`FeedClock`). Frames the feed's timeline skipped
 are counted by cause in :attr:`LiveFeedSource.lost`. A feed cannot be rewound: a
 resumed job continues from *now*, and what was broadcast meanwhile is not analysed.
 
@@ -59,23 +60,16 @@ from engine.errors import NotAVideoError, SourceError
 from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.bridge import BRIDGED_SCHEMES, BridgeUnavailableError, FFmpegBridge
-
-if TYPE_CHECKING:
-    from engine.config import QueueConfig
 from engine.sources.ffmpeg import check_declared_size, decode_packet, ffmpeg_reason, limit_options
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
 
+if TYPE_CHECKING:
+    from engine.config import QueueConfig
+
 log = logging.getLogger(__name__)
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "http", "https")
-
-ALWAYS_LIVE_SCHEMES = ("rtmp", "rtmps", "srt", "udp", "tcp")
-"""Never read as a finite stream, whatever duration the container declares: an RTMP
-publisher's FLV metadata carries its source file's duration (``ffmpeg -re -i clip.mp4
--f flv``) on a live stream, and the byte streams have no end to seek to. Over RTSP and
-HTTP a declared duration is a finite stream (a file served over RTSP, an HLS playlist
-with an end)."""
 """URL schemes read as live feeds."""
 
 FALLBACK_FPS = 25.0
@@ -160,8 +154,8 @@ class LiveSettings:
     stall_s: float = 1.5
     """A wait this long for the next frame while the feed's timestamps advance by
     less (a server that keeps the connection and re-stamps contiguously while its
-    publisher is away) is a stall: the clock is re-anchored at the wall time and the
-    frames of the silence are counted. Not for live HLS, whose reader waits for each
+    publisher is away) is a stall: the clock is re-anchored at the last frame plus the
+    wait and the frames of the silence are counted. Not for live HLS, whose reader waits for each
     segment; 0: off."""
 
 
@@ -249,8 +243,7 @@ class LiveFeedSource(DecodingSource):
                 check_declared_size(stream, self.name, self.settings)
                 self.connections += 1
                 if self.finite is None:
-                    declared = bool(container.duration and container.duration > 0)
-                    self.finite = declared and self.scheme not in ALWAYS_LIVE_SCHEMES
+                    self.finite = bool(container.duration and container.duration > 0)
                 rate = stream.average_rate or stream.guessed_rate
                 self.nominal_fps = float(rate) if rate else None
                 period = 1.0 / (self.nominal_fps or FALLBACK_FPS)

@@ -55,6 +55,26 @@ def test_a_cut_tcp_feed_is_reconnected_and_its_frames_keep_their_order(feed):
     assert frames[0].image.shape == (64, 64, 3)
 
 
+def test_a_consumer_that_holds_the_reader_is_not_a_stall_of_the_feed(feed):
+    """Lossless back-pressure: the reader is held 2.5 s (over ``stall_s``) while the feed
+    goes on into the socket; its frames then come with contiguous timestamps, and that
+    is the consumer's wait, not a silence of the feed."""
+    url = f"tcp://127.0.0.1:{free_port()}"
+    feed(f"{url}?listen=1")
+    source = LiveFeedSource(url, live=LiveSettings(read_timeout_s=5.0, stall_s=1.5))
+    pts = []
+    with source:
+        for frame in source:
+            pts.append(frame.pts)
+            if len(pts) == 20:
+                time.sleep(2.5)
+            if len(pts) == 40:
+                break
+    assert source.lost == {"feed_gap": 0, "stall": 0, "reconnect": 0}
+    assert source.discontinuities == 0
+    assert max(b - a for a, b in itertools.pairwise(pts)) < 0.1  # no 2.5 s leap
+
+
 def test_a_feed_that_never_sends_a_frame_fails_with_the_reason():
     url = f"tcp://127.0.0.1:{free_port()}"  # nobody listens
     settings = LiveSettings(0.5, 0.5, 0.05, 0.1, give_up_s=1.0)
