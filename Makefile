@@ -8,7 +8,7 @@ BUILD  ?= build
 # Re-install when pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-weights test setup redis live-servers lint clean
+.PHONY: demo demo-weights test setup redis live-servers lint clean gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -62,6 +62,29 @@ AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCT
 test: setup redis live-servers
 	$(PY) -m pytest -q
 	$(AVX2_ENV) $(PY) -m pytest -q -m numerics
+
+# The GPU check (benchmarks/gpu_check.py, steps in benchmarks/README.md). Here, with network:
+# `make gpu-wheels` puts into $(GPU_DIR) the wheels the GPU machine lacks and the bundle
+# (a 1080p H.264 clip and PyAV's frames of it). There, with no network and its own
+# python3 (no venv): `make gpu-check` installs those wheels into /tmp/site and runs.
+GPU_DIR    ?= .gpu
+GPU_PYTHON ?= python3
+GPU_OUT    ?= $(BUILD)/gpu-check
+GPU_WHEELS ?= pynvvideocodec==2.2.4 captum==0.9.0
+GPU_PLATFORMS = --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+gpu-wheels: setup
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d $(GPU_DIR)/wheels $(GPU_WHEELS)
+	$(PY) -m benchmarks.gpu_check bundle $(GPU_DIR)
+	@du -sh $(GPU_DIR)
+
+gpu-check:
+	@if ls $(GPU_DIR)/wheels/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+	    --upgrade --target /tmp/site $(GPU_DIR)/wheels/*.whl; fi
+	PYTHONPATH=.:/tmp/site PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m benchmarks.gpu_check \
+	  --bundle $(GPU_DIR) --out $(GPU_OUT)
 
 lint: setup
 	$(VENV)/bin/ruff check engine kernels training benchmarks tests

@@ -108,12 +108,23 @@ class Bench:
         return self._images[key]
 
     def clips(self, frames: int) -> list[Path]:
+        if self.settings.clip:
+            return [Path(self.settings.clip)] * self.settings.streams
         if frames not in self._clips:
             h, w = self.settings.frame_size
             self._clips[frames] = write_clips(
                 self.workdir / "clips", self.settings.streams, frames, h, w
             )
         return self._clips[frames]
+
+    def decoder(self) -> str | None:
+        """The decoder that reads the streams' clips (None: frames from memory)."""
+        if self.settings.input != "file":
+            return None
+        from engine.sources import open_source
+
+        with open_source(str(self.clips(1)[0]), self.config.sources) as source:
+            return getattr(source, "decoder", type(source).__name__)
 
     def streams(
         self, frames: int, count: int | None = None

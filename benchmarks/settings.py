@@ -84,6 +84,9 @@ class BenchSettings:
     """``file``: each stream is an encoded H.264 file decoded by ``sources.decoder``;
     ``memory``: decoded frames from memory (no decoding cost)."""
     decoder: str = "auto"
+    clip: str = ""
+    """``input = file``: an encoded clip every stream decodes (the GPU check's bundle);
+    empty: synthetic clips of ``frame_size``, encoded with PyAV."""
     threads: int = 0
     """Intra-op CPU threads for PyTorch (``torch.set_num_threads``); 0 keeps its default
     (one per core). On a CPU shared with other work, fewer threads than cores avoids

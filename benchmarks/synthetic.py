@@ -27,7 +27,6 @@ import numpy as np
 from engine.frames import Frame
 from engine.sample import sample_frames
 from engine.sources import SourceSettings, open_source
-from engine.video import VideoWriter
 
 
 def stream_frames(n: int, height: int, width: int, stream: int = 0) -> list[np.ndarray]:
@@ -63,6 +62,8 @@ def write_clips(
     suffix: str = ".mp4",
 ) -> list[Path]:
     """One encoded clip per stream (at most ``distinct`` different files, reused in turn)."""
+    from engine.video import VideoWriter  # PyAV encodes them
+
     folder.mkdir(parents=True, exist_ok=True)
     clips: list[Path] = []
     for k in range(min(streams, distinct)):

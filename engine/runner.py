@@ -9,6 +9,7 @@ frames are processed. A source that fails midway keeps the records of its good f
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,6 @@ from engine.frames import Frame
 from engine.pipeline import Pipeline
 from engine.sinks import AnnotatedVideoSink, JsonlSink, Sink
 from engine.sources import Source, open_source
-from engine.sources.live import LiveFeedSource, live_settings, open_live
 from engine.sources.registry import SCHEMES as OPENERS
 from engine.sources.registry import url_scheme
 from engine.summary import RunSummary
@@ -115,7 +115,11 @@ def _open(spec: str, config: Config) -> Source:
     """A file, folder or URL; live feeds with the ``[queue] live_*`` settings, as in
     workers."""
     scheme = url_scheme(spec)
-    if scheme is not None and OPENERS.find(scheme) is open_live:
+    if scheme is None or scheme == "file":
+        return open_source(spec, config.sources)
+    from engine.sources.live import LiveFeedSource, live_settings, open_live  # PyAV
+
+    if OPENERS.find(scheme) is open_live:
         return LiveFeedSource(spec, config.sources, live_settings(config.queue))
     return open_source(spec, config.sources)
 
@@ -131,7 +135,7 @@ def _run_path(
     realtime: bool,
 ) -> None:
     q = config.queue
-    live = {s.name: s for s in sources if isinstance(s, LiveFeedSource)}
+    live = {s.name: s for s in sources if _is_live(s)}
     with path:
         for source in sources:
             summary.register(source.name)  # listed even if it yields no frame
@@ -165,3 +169,9 @@ def _run_path(
                 summary.add(record)
             if on_frames:
                 on_frames(step.frames)
+
+
+def _is_live(source: Source) -> bool:
+    """A live feed (``engine.sources.live``, which needs PyAV: only loaded when opened)."""
+    live = sys.modules.get("engine.sources.live")
+    return live is not None and isinstance(source, live.LiveFeedSource)

@@ -14,8 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.video import VideoWriter
-
 # Where the face is in the 512x512 photo (x1, y1, x2, y2), from the Haar detector.
 FACE_BOX = (177, 66, 272, 161)
 
@@ -54,6 +52,8 @@ def sample_frames(n: int, size: int = 384, photo: np.ndarray | None = None) -> l
 def write_sample(
     path: str | Path, seconds: float = 2.0, fps: float = 25.0, size: int = 384
 ) -> Path:
+    from engine.video import VideoWriter  # PyAV, only to write
+
     n = max(1, round(seconds * fps))
     # A keyframe every second: the clip can be streamed (RTSP, RTMP, HLS segments) and
     # joined mid-way.

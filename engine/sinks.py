@@ -26,11 +26,11 @@ import torch
 from engine.frames import FrameBatch
 from engine.pipeline import BatchResult
 from engine.records import Verdict
-from engine.video import VideoWriter
 
 if TYPE_CHECKING:
     from engine.batching import SourceEnded
     from engine.framepath import Stream
+    from engine.video import VideoWriter  # PyAV: imported when a video is written
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ class AnnotatedVideoSink(Sink):
         for k, stream in enumerate(batch.streams):
             writer = self._writers.get(stream)
             if writer is None:
+                from engine.video import VideoWriter
+
                 self.stream_started_if_unknown(stream)
                 writer = VideoWriter(self.path_for(stream), self._streams[stream][1])
                 self._writers[stream] = writer

@@ -51,7 +51,7 @@ RUN_OPTIONS: dict[str, Flag] = {
     "--precision": Flag("runtime.precision", str, "fp32, bf16 or fp16"),
     "--fps": Flag("sources.fps", float, "analyse frames at this rate (default: every frame)"),
     "--every": Flag("sources.every", int, "analyse every Nth frame"),
-    "--decoder": Flag("sources.decoder", str, "auto, pyav or dali"),
+    "--decoder": Flag("sources.decoder", str, "auto, pyav, nvdec or dali"),
 }
 
 

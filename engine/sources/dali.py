@@ -18,15 +18,13 @@ length, frame-size limit), so errors for unreadable files and oversized frames a
 same as :class:`~engine.sources.video.VideoFileSource`'s. Not detected here (PyAV's
 source detects them): streams that end before their declared duration.
 
-``sources.decoder`` chooses (:func:`open_video_file`): ``pyav``; ``dali`` (GPU when CUDA
-is available, else the CPU decoder; an error for a codec it cannot decode); ``auto``:
-DALI on a CUDA machine when DALI is installed and NVDEC decodes the codec, else PyAV.
-Live feeds always use PyAV.
+``sources.decoder = "dali"`` reads files with it (GPU when CUDA is available, else the
+CPU decoder; an error for a codec it cannot decode); what ``auto`` picks is
+:func:`engine.sources.decoders.choose_decoder`'s rule.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Generator
@@ -36,7 +34,8 @@ import numpy as np
 import torch
 
 from engine.errors import CorruptStreamError, EmptySourceError, SourceError
-from engine.sources.base import DecodedFrame, DecodingSource, Source
+from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.decoders import DALI_GPU_CODECS, installed
 from engine.sources.settings import SourceSettings
 from engine.sources.video import VideoFileSource
 
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 """Codecs (FFmpeg names) DALI's CPU video decoder accepts."""
 
-GPU_CODECS = CPU_CODECS | {"h264", "hevc", "av1", "mpeg4"}
+GPU_CODECS = DALI_GPU_CODECS
 """Codecs DALI decodes on a GPU (NVDEC)."""
 
 SEQUENCE_LENGTH = 8
@@ -62,27 +61,7 @@ class DaliUnavailableError(SourceError):
 
 def dali_available() -> bool:
     """Whether the ``nvidia.dali`` package is installed (``nvidia-dali-cuda130``)."""
-    try:
-        return importlib.util.find_spec("nvidia.dali") is not None
-    except ModuleNotFoundError:  # no ``nvidia`` namespace package at all
-        return False
-
-
-def open_video_file(
-    path: str | os.PathLike[str], settings: SourceSettings, name: str | None = None
-) -> Source:
-    """A video file source with the decoder ``settings.decoder`` chooses (module doc)."""
-    decoder = settings.decoder
-    if decoder == "pyav":
-        return VideoFileSource(path, settings, name=name)
-    if decoder == "auto" and not (torch.cuda.is_available() and dali_available()):
-        return VideoFileSource(path, settings, name=name)
-    probe = VideoFileSource(path, settings, name=name)  # raises like PyAV's source
-    codec = _codec(probe)
-    if decoder == "auto" and codec not in GPU_CODECS:
-        return probe
-    probe.close()
-    return DaliVideoSource(path, settings, name=name)
+    return installed("nvidia.dali")
 
 
 class DaliVideoSource(DecodingSource):
@@ -98,6 +77,8 @@ class DaliVideoSource(DecodingSource):
         NotAVideoError, FrameTooLargeError: as :class:`VideoFileSource` (PyAV probe).
         DaliUnavailableError: DALI is not installed, or cannot decode the codec there.
     """
+
+    decoder = "dali"
 
     def __init__(
         self,

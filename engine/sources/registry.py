@@ -6,8 +6,8 @@
   feeds register theirs with :func:`register_scheme`), else UnsupportedSourceError;
 * an existing folder → :class:`~engine.sources.images.ImageFolderSource`;
 * a file with an image extension → :class:`~engine.sources.images.ImageFileSource`;
-* any other existing file → a video source: :class:`~engine.sources.video.VideoFileSource`
-  (PyAV) or DALI's, as ``settings.decoder`` says (:func:`engine.sources.dali.open_video_file`);
+* any other existing file → a video source: PyAV's, NVDEC's or DALI's, as
+  ``settings.decoder`` says (:func:`engine.sources.decoders.open_video_file`);
 * a missing path → :class:`~engine.errors.InputNotFoundError`.
 
     >>> @register_scheme("rtsp", "rtsps")
@@ -24,7 +24,6 @@ from engine.errors import InputNotFoundError, UnsupportedSourceError
 from engine.registry import Registry
 from engine.sources.base import Source
 from engine.sources.confine import Confinement
-from engine.sources.dali import open_video_file
 from engine.sources.images import ImageFileSource, ImageFolderSource, is_image_path
 from engine.sources.settings import SourceSettings
 from engine.sources.urls import file_url_path, url_scheme
@@ -90,6 +89,8 @@ def open_path(
         raise InputNotFoundError(spec)
     if is_image_path(path):
         return ImageFileSource(path, settings, name=spec, confine=confine)
+    from engine.sources.decoders import open_video_file  # the decoders load when chosen
+
     return open_video_file(path, settings, name=spec)
 
 

@@ -25,9 +25,10 @@ MIN_FPS, MAX_FPS = 0.001, 1000.0
 range: one frame in 1000 s to 1000 frames a second. Outside it a period of ``1/fps``
 underflows or overflows the sampler's arithmetic (``5e-324`` or ``1e308``)."""
 
-DECODERS = ("auto", "pyav", "dali")
-"""Video-file decoders (``engine.sources.dali``): ``auto`` is DALI on a CUDA machine (when
-installed and the codec is one NVDEC decodes), PyAV otherwise."""
+DECODERS = ("auto", "pyav", "nvdec", "dali")
+"""Video-file decoders (``engine.sources.decoders``): ``auto`` is NVDEC (PyNvVideoCodec)
+for H.264/HEVC on a CUDA machine where it imports, else DALI where installed and the codec
+is one it decodes on a GPU, else PyAV."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class SourceSettings:
     decode_threads: int = 0
     """FFmpeg decoding threads per video; 0 lets FFmpeg choose."""
     decoder: str = "auto"
-    """Video files: ``auto``, ``pyav`` or ``dali`` (see :data:`DECODERS`)."""
+    """Video files: ``auto``, ``pyav``, ``nvdec`` or ``dali`` (see :data:`DECODERS`)."""
 
     def __post_init__(self) -> None:
         if self.fps is not None and not is_sampling_rate(self.fps):

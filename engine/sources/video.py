@@ -78,6 +78,8 @@ class VideoFileSource(DecodingSource):
     :mod:`engine.sources.ffmpeg`).
     """
 
+    decoder = "pyav"
+
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -1,0 +1,184 @@
+"""Video files decoded by NVDEC through NVIDIA's PyNvVideoCodec; frames stay on the GPU.
+
+PyNvVideoCodec's demuxer (FFmpeg inside the wheel; it turns MP4/MKV/FLV H.264 and HEVC
+into Annex B itself) feeds its decoder packet by packet; the decoder reorders and gives
+each picture in NV12 in device memory, with the pts of the packet it came from (in the
+stream's time base). :func:`nv12_to_rgb` turns it into a uint8 RGB ``(H, W, 3)`` CUDA
+tensor, a new tensor, so the decoder may reuse its surface at the next packet. The
+conversion is BT.601 limited range with each chroma sample covering its 2×2 block:
+what PyAV's ``rgb24`` conversion (swscale) gives for the same picture, so the two
+decoders hand the models the same frames (tested on the CPU against PyAV's, to within
+the rounding of swscale's fixed-point arithmetic).
+
+What PyNvVideoCodec does not expose, this source does not check: it reads no declared
+duration (a truncated file just ends), and a corrupt packet is whatever the decoder
+reports. Use ``sources.decoder = "pyav"`` where that matters.
+
+``pts`` start at 0 (the first frame's timestamp subtracted); packets without one (raw
+``.h264`` streams) are placed ``1 / fps`` after the previous frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from engine.errors import CorruptStreamError, EmptySourceError, NotAVideoError, SourceError
+from engine.sources.base import DecodedFrame, DecodingSource
+from engine.sources.settings import SourceSettings
+
+log = logging.getLogger(__name__)
+
+CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "vp8": "VP8"}
+"""FFmpeg's codec name -> PyNvVideoCodec's ``cudaVideoCodec`` member, for the codecs this
+source decodes (8-bit 4:2:0, NV12 out)."""
+
+NO_PTS = -(2**63)
+"""The timestamp of a packet without one (FFmpeg's ``AV_NOPTS_VALUE``)."""
+
+FALLBACK_FPS = 25.0
+
+
+class NvdecUnavailableError(SourceError):
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(
+            source, f"NVDEC cannot decode it: {reason}", 'set sources.decoder = "pyav" or "auto"'
+        )
+
+
+def nv12_to_rgb(nv12: Tensor, height: int, width: int) -> Tensor:
+    """A ``(height * 3 // 2, width)`` uint8 NV12 picture as uint8 RGB ``(height, width, 3)``
+    on its device (BT.601, limited range; chroma repeated over its 2×2 block)."""
+    if nv12.dtype != torch.uint8 or tuple(nv12.shape) != (height * 3 // 2, width):
+        raise ValueError(
+            f"an NV12 picture of {width}x{height} is uint8 ({height * 3 // 2}, {width}), "
+            f"got {nv12.dtype} {tuple(nv12.shape)}"
+        )
+    y = (nv12[:height].float() - 16.0) * (255.0 / 219.0)
+    uv = nv12[height:].view(height // 2, width // 2, 2).float() - 128.0
+    uv = uv.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) * (255.0 / 224.0)
+    cb, cr = uv[..., 0], uv[..., 1]
+    rgb = torch.stack((y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb), dim=-1)
+    return rgb.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _module() -> Any:
+    import PyNvVideoCodec  # type: ignore[import-not-found]
+
+    return PyNvVideoCodec
+
+
+class NvdecVideoSource(DecodingSource):
+    """A video file decoded by NVDEC (see the module doc).
+
+    Raises :class:`NvdecUnavailableError` (PyNvVideoCodec not installed, no CUDA, a codec
+    it does not take), :class:`NotAVideoError` (its demuxer cannot open the file) and
+    :class:`FrameTooLargeError` (the stream declares frames over the limit), all before
+    decoding.
+    """
+
+    decoder = "nvdec"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        settings: SourceSettings | None = None,
+        name: str | None = None,
+        device: str | torch.device = "cuda",
+    ) -> None:
+        super().__init__(name if name is not None else str(path), settings or SourceSettings())
+        self.path = os.fspath(path)
+        self.device = torch.device(device)
+        try:
+            nvc = _module()
+        except ImportError as error:
+            raise NvdecUnavailableError(
+                self.name, f"PyNvVideoCodec does not import ({error})"
+            ) from error
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            raise NvdecUnavailableError(self.name, "it needs a CUDA GPU")
+        self._nvc = nvc
+        errors = _errors(nvc)
+        try:
+            self._demuxer = nvc.CreateDemuxer(filename=self.path)
+        except errors as error:
+            raise NotAVideoError(self.name, str(error)[:200]) from error
+        codec = self._demuxer.GetNvCodecId()
+        names = {getattr(nvc.cudaVideoCodec, member): ours for ours, member in CODECS.items()}
+        self.codec = names.get(codec)
+        if self.codec is None or self._demuxer.BitDepth() != 8:
+            raise NvdecUnavailableError(
+                self.name,
+                f"codec {codec} at {self._demuxer.BitDepth()} bits (this source takes "
+                f"{', '.join(CODECS)} at 8 bits)",
+            )
+        self.width, self.height = int(self._demuxer.Width()), int(self._demuxer.Height())
+        self._check_size(self.width, self.height)
+        rate = float(self._demuxer.FrameRate() or 0.0)
+        self.nominal_fps = rate if rate > 0 else None
+        self._time_base = self._demuxer.GetTimebaseNum() / self._demuxer.GetTimebaseDen()
+        log.info(
+            "%s: NVDEC %s %dx%d, %s fps",
+            self.name,
+            self.codec,
+            self.width,
+            self.height,
+            f"{rate:.3f}" if rate else "unknown",
+        )
+
+    def _decode(self) -> Generator[DecodedFrame, None, None]:
+        nvc = self._nvc
+        stream = torch.cuda.current_stream(self.device)
+        index = -1
+        origin: float | None = None
+        previous = 0.0
+        step = 1.0 / (self.nominal_fps or FALLBACK_FPS)
+        try:
+            decoder = nvc.CreateDecoder(
+                gpuid=self.device.index or 0,
+                codec=self._demuxer.GetNvCodecId(),
+                cudacontext=0,  # the device's primary context: torch's
+                cudastream=stream.cuda_stream,
+                usedevicememory=True,
+                outputColorType=nvc.OutputColorType.NATIVE,
+            )
+            for packet in self._demuxer:  # its last packet is empty: it flushes the decoder
+                for picture in decoder.Decode(packet):
+                    index += 1
+                    stamp = int(picture.timestamp)
+                    if stamp == NO_PTS:
+                        pts = previous + step if index else 0.0
+                    else:
+                        seconds = stamp * self._time_base
+                        origin = seconds if origin is None else origin
+                        pts = seconds - origin
+                    previous = pts
+                    yield DecodedFrame(
+                        index, pts, self.width, self.height, partial(self._rgb, picture)
+                    )
+        except _errors(nvc) as error:
+            detail = str(error).strip()[:200]
+            if index < 0:
+                raise EmptySourceError(self.name, f"no decodable video frame ({detail})") from error
+            raise CorruptStreamError(self.name, index, detail) from error
+        if index < 0:
+            raise EmptySourceError(self.name, "the video stream holds no frames")
+
+    def _rgb(self, picture: Any) -> Tensor:
+        # A copy (the decoder reuses its surfaces); the stream waits for the decode.
+        return nv12_to_rgb(torch.from_dlpack(picture), self.height, self.width)
+
+    def _release(self) -> None:
+        self._demuxer = None
+
+
+def _errors(nvc: Any) -> tuple[type[BaseException], ...]:
+    """PyNvVideoCodec's exception types (``PyNvVCException*``), and RuntimeError."""
+    found = [v for k, v in vars(nvc).items() if k.startswith("PyNvVCException")]
+    return (*[e for e in found if isinstance(e, type)], RuntimeError)
