@@ -273,6 +273,7 @@ class FramePath:
     # --- inside a step ------------------------------------------------------------------
 
     def _ended(self, ended: SourceEnded) -> SourceEnded:
+        self.pipeline.stream_ended(ended.source)
         self._jobs.pop(ended.source, None)
         self._latency.pop(ended.source, None)
         gate = self._gates.pop(ended.source, None)

@@ -294,6 +294,11 @@ class Pipeline:
         every stream with it."""
         return self.faces.ahead(frames)
 
+    def stream_ended(self, stream: str) -> None:
+        """Stream ``stream`` (a ``FrameBatch.streams`` key) ended: drop its state (the face
+        tracker of ``faces.detect_every``)."""
+        self.faces.forget(stream)
+
     def crop(
         self,
         images: torch.Tensor,

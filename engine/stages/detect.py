@@ -6,6 +6,11 @@ stream by the frame path), so detection overlaps the model stages of the batches
 before; the batch then carries the boxes and :meth:`FaceDetection.boxes` costs nothing
 for those frames. A **batched** detector (RetinaFace) runs once per batch on the device,
 in the analysis.
+
+With ``faces.detect_every = N > 1`` either kind detects every Nth frame of each stream
+only; a :class:`~engine.faces.tracker.BoxTracker` per stream carries the boxes to the
+frames between (one per reader thread ahead; one per stream key in a batch, dropped by
+:meth:`FaceDetection.forget` when the stream ends).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from torch import Tensor
 
 from engine.faces import FaceDetector
+from engine.faces.tracker import BoxTracker
 from engine.frames import Frame, FrameBatch
 
 
@@ -37,6 +43,11 @@ class FaceDetection:
         self._per_thread = threading.local()
         self.ahead_ms = 0.0
         """Time :meth:`ahead` spent detecting, in ms (reader threads; a counter)."""
+        settings = getattr(detector, "settings", None)
+        self.every = int(getattr(settings, "detect_every", 1))
+        """``faces.detect_every``: detect every Nth frame of a stream, track between."""
+        self._trackers: dict[str, BoxTracker] = {}
+        """Batched detection with ``every > 1``: the tracker of each stream key."""
 
     @property
     def batched(self) -> bool:
@@ -46,23 +57,38 @@ class FaceDetection:
     def ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """``frames``, each with the boxes of a per-frame detector (in the calling reader
         thread); a batched detector is left to :meth:`boxes`: frames pass unchanged."""
+        tracker = BoxTracker(self.every) if self.every > 1 else None
         for frame in frames:
             if not self.batched:
-                image = frame.image
-                if not isinstance(image, Tensor):
-                    image = torch.from_numpy(image)
-                sizes = torch.tensor([[frame.height, frame.width]])
-                start = time.perf_counter()
-                own = self._own_detector()
-                if own is None:
-                    with self._lock:
-                        (boxes,) = self.detector.detect(image[None], sizes)
+                since = tracker.next_frame() if tracker is not None else 0
+                if since:
+                    boxes = tracker.predict(since, frame.height, frame.width)  # type: ignore[union-attr]
                 else:
-                    (boxes,) = own.detect(image[None], sizes)
-                with self._ahead_lock:
-                    self.ahead_ms += (time.perf_counter() - start) * 1000
+                    boxes = self._detect_one(frame)
+                    if tracker is not None:
+                        tracker.detected(boxes)
                 frame = dataclasses.replace(frame, boxes=boxes)
             yield frame
+
+    def _detect_one(self, frame: Frame) -> Tensor:
+        image = frame.image
+        if not isinstance(image, Tensor):
+            image = torch.from_numpy(image)
+        sizes = torch.tensor([[frame.height, frame.width]])
+        start = time.perf_counter()
+        own = self._own_detector()
+        if own is None:
+            with self._lock:
+                (boxes,) = self.detector.detect(image[None], sizes)
+        else:
+            (boxes,) = own.detect(image[None], sizes)
+        with self._ahead_lock:
+            self.ahead_ms += (time.perf_counter() - start) * 1000
+        return boxes
+
+    def forget(self, stream: str) -> None:
+        """Drop the tracker of stream ``stream`` (it ended)."""
+        self._trackers.pop(stream, None)
 
     def boxes(self, batch: FrameBatch, images: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """All faces of the batch: ``(frame_ids (M,), boxes (M, 5))`` on the CPU.
@@ -71,7 +97,9 @@ class FaceDetection:
         a per-frame detector reads the host copy, except for frames whose boxes were
         found ahead.
         """
-        if self.batched:
+        if self.batched and self.every > 1:
+            per_frame = self._tracked(batch, batch.images if images is None else images)
+        elif self.batched:
             per_frame = self.detector.detect(
                 batch.images if images is None else images, batch.sizes
             )
@@ -80,6 +108,24 @@ class FaceDetection:
         frame_ids = torch.cat([torch.full((len(b),), i) for i, b in enumerate(per_frame)])
         boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 5)
         return frame_ids.long(), boxes.reshape(-1, 5)
+
+    def _tracked(self, batch: FrameBatch, images: Tensor) -> list[Tensor]:
+        """Batched detection on the frames due for it; the others from their stream's
+        tracker, in order (a stream's frames are in order within a batch)."""
+        trackers = [self._trackers.setdefault(k, BoxTracker(self.every)) for k in batch.streams]
+        since = [t.next_frame() for t in trackers]
+        due = [i for i, n in enumerate(since) if n == 0]
+        found: dict[int, Tensor] = {}
+        if due:
+            idx = torch.tensor(due)
+            rows = images[idx.to(images.device)] if len(due) < len(batch) else images
+            detected = self.detector.detect(rows, batch.sizes[idx])
+            found = dict(zip(due, detected, strict=True))
+        out = []
+        for i, (tracker, n) in enumerate(zip(trackers, since, strict=True)):
+            h, w = batch.sizes[i].tolist()
+            out.append(tracker.detected(found[i]) if n == 0 else tracker.predict(n, h, w))
+        return out
 
     def _own_detector(self) -> FaceDetector | None:
         """This thread's own detector (made once per thread), None without a factory."""

@@ -40,6 +40,9 @@ class Recorder:
         """Frames given per-frame work (detection ahead)."""
         self.lock = threading.Lock()
 
+    def stream_ended(self, stream: str) -> None:
+        pass  # no per-stream state
+
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
             with self.lock:

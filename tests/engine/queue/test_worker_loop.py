@@ -32,6 +32,9 @@ class StandInModels:
         self.seconds_per_batch = seconds_per_batch
         self.batches = 0
 
+    def stream_ended(self, stream: str) -> None:
+        pass  # no per-stream state
+
     def detect_ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         return iter(frames)  # nothing to detect ahead
 
