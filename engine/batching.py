@@ -93,6 +93,14 @@ class _Feed:
     thread: threading.Thread | None = None
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """A batch's frames, taken from the buffers under the lock, stacked after it."""
+
+    frames: list[Frame]
+    streams: list[str]
+
+
 class StreamMuxer:
     def __init__(
         self,
@@ -230,7 +238,7 @@ class StreamMuxer:
             while not self._closed:
                 item = self._ready()
                 if item is not None:
-                    return item
+                    break
                 now = time.monotonic()
                 wake = deadline
                 if self._pending:
@@ -241,9 +249,13 @@ class StreamMuxer:
                         return None
                     continue
                 self._cond.wait(None if wake is None else wake - now)
-        return None
+            else:
+                return None
+        if isinstance(item, _Taken):  # stacked outside the lock: readers go on meanwhile
+            return FrameBatch.from_frames(item.frames, self.pin_memory, streams=item.streams)
+        return item
 
-    def _ready(self) -> MuxItem | None:
+    def _ready(self) -> MuxItem | _Taken | None:
         """What can be handed out now (caller holds the lock)."""
         for feed in list(self._feeds.values()):
             if feed.finished and not feed.buffer:
@@ -270,11 +282,11 @@ class StreamMuxer:
             return self._flush()
         return None
 
-    def _flush(self) -> FrameBatch:
+    def _flush(self) -> _Taken:
         frames = [frame for _, _, frame in self._pending]
         streams = [feed.name for feed, _, _ in self._pending]
         self._pending = []
-        return FrameBatch.from_frames(frames, self.pin_memory, streams=streams)
+        return _Taken(frames, streams)
 
     def __iter__(self) -> Iterator[MuxItem]:
         try:

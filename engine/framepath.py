@@ -19,11 +19,15 @@ decode        a reader thread         the stream's source decodes frames (host m
 detect-ahead  the reader thread       a per-frame (CPU) face detector finds the boxes as
                                       frames are decoded, overlapping the model stages;
                                       a batched detector (RetinaFace) is left to analyse
+upload        the reader thread       CUDA only: host frames to the device from pinned
+                                      memory on a side stream (``engine.upload``),
+                                      overlapping the analysis of the batches before
 batch         the muxer               frames of every stream into one ``FrameBatch``:
-                                      ``batch_size`` frames or ``max_latency_ms``; host
-                                      frames in pinned memory for a GPU, device frames on
-                                      their device; a bounded buffer per stream (real
-                                      time: frames over the lag budget dropped here)
+                                      ``batch_size`` frames or ``max_latency_ms``; on a
+                                      GPU stacked on the device (the compute stream waits
+                                      for each frame's upload event, no host wait); a
+                                      bounded buffer per stream (real time: frames over
+                                      the lag budget dropped here)
 analyse       the consumer            ``Pipeline.analyze``: detect (batched), crop,
                                       classify + XAI, Detect-ResNet50, on the device
 sinks         the consumer            every sink gets each analysed batch, and the start
@@ -166,16 +170,17 @@ class FramePath:
         """The stages in order, with where each runs and its device."""
         device = str(getattr(self.pipeline.device, "type", self.pipeline.device))
         batched = bool(getattr(self.pipeline, "batched_detector", False))
-        host = "pinned host" if device == "cuda" else "host"
         detect = (
             Stage("detect", "consumer (batched, in analyse)", device)
             if batched
             else Stage("detect-ahead", "reader thread per stream", "cpu")
         )
+        stages = [Stage("decode", "reader thread per stream", "the source's decoder"), detect]
+        if device == "cuda":
+            stages.append(Stage("upload", "reader thread per stream", "pinned host -> cuda"))
         return [
-            Stage("decode", "reader thread per stream", "the source's decoder"),
-            detect,
-            Stage("batch", "muxer", f"{host} (device frames on their device)"),
+            *stages,
+            Stage("batch", "muxer", "cuda" if device == "cuda" else "host"),
             Stage("analyse", "consumer", device),
             Stage("sinks", "consumer", "cpu"),
         ]
@@ -195,7 +200,7 @@ class FramePath:
             self._gates[stream.key] = gate
             self._muxer.add(
                 stream.key,
-                lambda: self.pipeline.detect_ahead(gate),
+                lambda: self._ahead(gate),
                 Overflow.BLOCK,  # the gate drops, before the per-frame work
                 depth=depth,
                 max_lag_s=stream.max_lag_s,
@@ -203,10 +208,21 @@ class FramePath:
         else:
             self._muxer.add(
                 stream.key,
-                lambda: self.pipeline.detect_ahead(stream.open()),
+                lambda: self._ahead(stream.open()),
                 stream.overflow,
                 depth=depth,
             )
+
+    def _ahead(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """A stream's per-frame work in its reader thread: face detection ahead, then (on
+        a CUDA pipeline) the upload of host frames to the device (:mod:`engine.upload`)."""
+        frames = self.pipeline.detect_ahead(frames)
+        device = self.pipeline.device
+        if getattr(device, "type", "cpu") == "cuda":
+            from engine.upload import FrameUploader
+
+            frames = FrameUploader(device)(frames)
+        return iter(frames)
 
     def stop(self, key: str) -> None:
         """Stop reading stream ``key`` and discard its frames not yet batched; a

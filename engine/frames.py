@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ class Frame:
     arrived: float | None = None
     """Wall-clock time (``time.time()``) the frame came out of its decoder: for a live
     feed, when it arrived. Real-time mode drops by its age; records carry it."""
+    ready: Any = field(default=None, repr=False, compare=False)
+    """A ``torch.cuda.Event`` that completes when a device ``image`` is written (its
+    upload on a side stream, :mod:`engine.upload`); None: ready now."""
 
     @property
     def height(self) -> int:
@@ -80,16 +84,26 @@ class FrameBatch:
             raise ValueError("a FrameBatch needs at least one frame")
         h = max(f.height for f in frames)
         w = max(f.width for f in frames)
-        # Frames decoded on a GPU are batched there (device-to-device copies).
+        # Frames already on a GPU (decoded there, or uploaded ahead by their reader
+        # thread) are batched there: device-to-device copies on the current stream, after
+        # each frame's own upload (no host wait).
         first = frames[0].image
         device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
         pin = pin_memory and device.type == "cpu"
-        images = torch.zeros(len(frames), h, w, 3, dtype=torch.uint8, device=device, pin_memory=pin)
+        images = torch.empty(len(frames), h, w, 3, dtype=torch.uint8, device=device, pin_memory=pin)
+        stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
         for i, f in enumerate(frames):
             image = f.image
             if not isinstance(image, torch.Tensor):
                 image = torch.from_numpy(np.ascontiguousarray(image))
+            elif stream is not None:
+                if f.ready is not None:
+                    stream.wait_event(f.ready)
+                image.record_stream(stream)  # its memory is not reused before this copy
             images[i, : f.height, : f.width] = image
+            # Zero padding only where this frame does not reach (none when sizes agree).
+            images[i, f.height :] = 0
+            images[i, : f.height, f.width :] = 0
         sizes = torch.tensor([[f.height, f.width] for f in frames], dtype=torch.long)
         return cls(
             images=images,

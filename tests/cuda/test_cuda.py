@@ -152,3 +152,19 @@ def test_nvdec_frames_match_pyavs_on_the_device(tmp_path: Path) -> None:
         assert isinstance(image, torch.Tensor) and image.is_cuda
         diff = np.abs(image.cpu().numpy().astype(np.int16) - ref.astype(np.int16))
         assert diff.max() <= 4 and diff.mean() < 2.0
+
+
+def test_frames_uploaded_ahead_batch_on_the_device_as_host_frames_do() -> None:
+    from engine.frames import Frame
+    from engine.upload import FrameUploader
+
+    pictures = face_frames(5, size=96)
+    pictures[2] = pictures[2][:64, :80]  # a smaller frame: padding on the device
+    frames = [Frame("s", i, i / 25, p) for i, p in enumerate(pictures)]
+    uploaded = list(FrameUploader(torch.device("cuda"))(frames))
+    assert all(f.image.is_cuda and f.ready is not None for f in uploaded)
+    on_device = FrameBatch.from_frames(uploaded)
+    on_host = FrameBatch.from_frames(frames)
+    assert on_device.images.is_cuda
+    assert torch.equal(on_device.images.cpu(), on_host.images)
+    assert torch.equal(on_device.sizes, on_host.sizes)

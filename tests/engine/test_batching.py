@@ -60,6 +60,25 @@ def test_padded_batches_keep_true_sizes():
     assert batch.frame(1).shape == (8, 9, 3)
 
 
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["host arrays", "device tensors"])
+def test_a_stacked_batch_is_zero_beyond_each_frame_whatever_was_in_memory(as_tensor):
+    """Batches are stacked into uninitialised memory (no memset of the whole batch): the
+    padding of each frame must still be zero, for host frames and frames already on the
+    batch's device (here the CPU, as NVDEC's or uploaded frames are on a GPU)."""
+    import torch
+
+    shapes = [(4, 6), (2, 3), (4, 2), (1, 6)]
+    for _ in range(3):  # new batches land in memory the previous ones used
+        pictures = [np.full((h, w, 3), 200 + i, np.uint8) for i, (h, w) in enumerate(shapes)]
+        images = [torch.from_numpy(p) if as_tensor else p for p in pictures]
+        batch = FrameBatch.from_frames([Frame("s", i, 0.0, im) for i, im in enumerate(images)])
+        for i, (h, w) in enumerate(shapes):
+            row = batch.images[i]
+            assert (row[:h, :w] == 200 + i).all()
+            assert int(row.sum()) == (200 + i) * h * w * 3  # nothing else but zeros
+        del batch
+
+
 def test_partial_batch_leaves_when_oldest_frame_waited_max_latency():
     mux = StreamMuxer(batch_size=64, max_latency_ms=30)
     mux.add("slow", frames("slow", 6, delay=0.02))

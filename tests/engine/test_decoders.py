@@ -119,3 +119,12 @@ def test_stage_timer_adds_up_a_stage_entered_twice() -> None:
         pass
     assert set(timer.ms) == {"a", "b"}
     assert timer.ms["a"] >= 20 and timer.ms["b"] < timer.ms["a"]
+
+
+def test_frames_stay_where_they_are_on_a_cpu_pipeline() -> None:
+    from engine.frames import Frame
+    from engine.upload import FrameUploader
+
+    uploader = FrameUploader(torch.device("cpu"))
+    frame = Frame("s", 0, 0.0, np.zeros((4, 4, 3), np.uint8))
+    assert not uploader.active and list(uploader([frame]))[0] is frame
