@@ -128,9 +128,12 @@ class Pipeline:
         """``face_detector_factory`` makes more face detectors like ``face_detector``:
         :meth:`detect_ahead` then gives each reader thread its own (detectors such as
         OpenCV's cascades cannot be shared by threads) instead of taking turns."""
-        self.faces = FaceDetection(face_detector, face_detector_factory)
+        runtime = runtime or RuntimeConfig()
+        # A batched detector's network runs like the others (precision, memory format,
+        # compilation); per-frame CPU detectors stay as they are.
+        self.faces = FaceDetection(face_detector.with_runtime(runtime), face_detector_factory)
         """Stage ``detect`` (``engine.stages.detect``)."""
-        self.runtime: Runtime = create_runtime(runtime or RuntimeConfig(), device)
+        self.runtime: Runtime = create_runtime(runtime, device)
         # On the device, in eval mode, in the runtime's memory format and frozen from
         # the start, not when a pass is first built: whatever runs first (a pass, or an
         # attack differentiating ``detector`` in training) sees the same weights.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -45,6 +46,12 @@ class FaceDetector(ABC):
 
     def to(self, device: torch.device | str) -> FaceDetector:
         self.device = torch.device(device)
+        return self
+
+    def with_runtime(self, settings: Any) -> FaceDetector:
+        """This detector as it runs under ``settings`` (a ``RuntimeConfig``: precision,
+        memory format, compilation); a detector without a network of its own (OpenCV's
+        cascades) is returned as it is. The pipeline calls it once."""
         return self
 
     def _finish(self, boxes: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,13 @@ depend on the other frames of its batch (up to float rounding).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -520,6 +522,29 @@ class RetinaFaceDetector(FaceDetector):
         self.net.to(self.device)
         return self
 
+    _autocast: torch.dtype | None = None
+    """The network's autocast precision (None: float32)."""
+    _channels_last = False
+    _compiled: nn.Module | None = None
+    """``torch.compile`` of the network, for unpadded batches (fixed shapes, no mask)."""
+
+    def with_runtime(self, settings: Any) -> RetinaFaceDetector:
+        """A copy that runs the network like the pipeline's other networks: autocast to
+        ``settings.precision``, channels-last weights and input, and with the ``compile``
+        backend ``torch.compile`` (``compile_backend``; no CUDA graphs: frame sizes vary)
+        for batches of one frame size, the number of frames dynamic. It compiles at its
+        first batch (the frame size is not known before). The original is left as it was (a benchmark's
+        eager pipeline shares it)."""
+        out = copy.copy(self)
+        out._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
+        if settings.channels_last:
+            out.net = copy.deepcopy(self.net).to(memory_format=torch.channels_last)
+            out._channels_last = True
+        out._compiled = None
+        if settings.backend == "compile":
+            out._compiled = torch.compile(out.net, backend=settings.compile_backend)
+        return out
+
     # -- public API --
 
     def detect(self, frames: torch.Tensor, sizes: torch.Tensor) -> list[torch.Tensor]:
@@ -580,7 +605,17 @@ class RetinaFaceDetector(FaceDetector):
         height, width = x.shape[-2:]
         valid_sizes = torch.tensor(in_sizes, device=self.device, dtype=torch.long)
         padded = any(s != (height, width) for s in in_sizes)
-        loc, conf, landms = self.net(x, valid_sizes if padded else None)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        net = self.net
+        if self._compiled is not None and not padded:
+            net = self._compiled
+            torch._dynamo.mark_dynamic(x, 0)  # one graph whatever the frames per batch
+        with torch.autocast(
+            self.device.type, dtype=self._autocast or torch.float32, enabled=bool(self._autocast)
+        ):
+            loc, conf, landms = net(x, valid_sizes if padded else None)
+        loc, conf, landms = loc.float(), conf.float(), landms.float()
         priors, cells = self._priors(height, width, self.device)
         # Priors are fractions of the padded input: back to its pixels, then to each frame's.
         scale_back = torch.tensor(

@@ -435,3 +435,35 @@ def test_batched_candidate_selection_equals_the_per_frame_selection():
         return sorted(zip(ids.tolist(), map(tuple, rows.tolist()), strict=True))
 
     assert as_set(got, got_ids) == as_set(want, want_ids)
+
+
+def test_under_the_pipelines_runtime_the_network_runs_in_its_precision_layout_and_compiled():
+    """``with_runtime``: channels-last and torch.compile (aot_eager here) give the float32
+    eager scores; bf16 autocast does run (the scores move) and stays close on average
+    (random weights amplify its rounding); the original detector stays as it was."""
+    from engine.config import RuntimeConfig
+
+    detector = diverse_detector(0)
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (3, 96, 128, 3), dtype=torch.uint8, generator=g)
+    sizes = torch.tensor([[96, 128]] * 3)
+    with torch.no_grad():
+        _, want, _ = detector._predict(frames, sizes)
+        for settings in (
+            RuntimeConfig(channels_last=True),
+            RuntimeConfig(backend="compile", compile_backend="aot_eager"),
+            RuntimeConfig(precision="bf16", channels_last=True),
+        ):
+            configured = detector.with_runtime(settings)
+            for n in (3, 2):  # two batch sizes: one dynamic graph when compiled
+                _, got, _ = configured._predict(frames[:n], sizes[:n])
+                diff = (got - want[:n]).abs()
+                assert got.dtype == torch.float32
+                if settings.precision == "bf16":
+                    assert 0 < diff.mean() <= 0.06
+                else:
+                    assert diff.max() <= 1e-4, settings
+            assert configured._channels_last == settings.channels_last
+    assert detector._autocast is None and detector._compiled is None
+    assert not detector._channels_last
+    assert detector.net.body.stage1[0][0].weight.is_contiguous()  # not converted in place
