@@ -533,8 +533,8 @@ class RetinaFaceDetector(FaceDetector):
         ``settings.precision``, channels-last weights and input, and with the ``compile``
         backend ``torch.compile`` (``compile_backend``; no CUDA graphs: frame sizes vary)
         for batches of one frame size, the number of frames dynamic. It compiles at its
-        first batch (the frame size is not known before). The original is left as it was (a benchmark's
-        eager pipeline shares it)."""
+        first batch (the frame size is not known before). The original is left as it was
+        (a benchmark's eager pipeline shares it)."""
         out = copy.copy(self)
         out._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.channels_last:

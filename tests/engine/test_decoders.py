@@ -127,4 +127,4 @@ def test_frames_stay_where_they_are_on_a_cpu_pipeline() -> None:
 
     uploader = FrameUploader(torch.device("cpu"))
     frame = Frame("s", 0, 0.0, np.zeros((4, 4, 3), np.uint8))
-    assert not uploader.active and list(uploader([frame]))[0] is frame
+    assert not uploader.active and next(iter(uploader([frame]))) is frame

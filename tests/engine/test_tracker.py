@@ -133,7 +133,7 @@ def test_batched_detection_asks_only_for_due_frames_per_stream_across_batches() 
 
 def test_detect_every_is_validated_and_reaches_the_detectors() -> None:
     for bad in (0, 2.5, True, 1001):
-        with pytest.raises(ConfigError, match="faces.detect_every"):
+        with pytest.raises(ConfigError, match=r"faces\.detect_every"):
             DetectionSettings(detect_every=bad)  # type: ignore[arg-type]
     from engine.pipeline import Pipeline
 
