@@ -32,6 +32,13 @@ end is the end of the source, it is numbered from 0 like a file, and a reconnect
 after a drop skips the frames already delivered. Live streams (MPEG-TS over TCP/UDP,
 RTSP, RTMP, live HLS) declare none.
 
+**Decoding.** PyAV demuxes every feed; its packets are decoded by PyAV, or by NVDEC
+on a GPU (``sources.decoder = "nvdec"``, or ``auto`` on a CUDA machine where
+PyNvVideoCodec imports, for H.264/HEVC): the packets go to NVDEC as Annex B
+(:mod:`engine.sources.packets`) and the frames come out as CUDA tensors. The decoder is
+chosen per connection (:attr:`LiveFeedSource.decoder` says which); under ``auto`` NVDEC
+that does not start falls back to PyAV.
+
 **Credentials** in a URL (``rtsp://user:pass@cam``, ``?passphrase=``, RTMP stream keys)
 never leave this module: the source's ``name`` (copied into frames, records and
 errors) is :func:`redact_url` of the URL, and every error message is redacted.
@@ -45,7 +52,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -54,12 +61,15 @@ from urllib.parse import urlsplit
 import av
 import av.error
 import numpy as np
+import torch
+from av.packet import Packet
 from av.video.frame import VideoFrame
 
 from engine.errors import NotAVideoError, SourceError
 from engine.redaction import redact, redact_url
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.bridge import BRIDGED_SCHEMES, BridgeUnavailableError, FFmpegBridge
+from engine.sources.decoders import choose_decoder, installed
 from engine.sources.ffmpeg import check_declared_size, decode_packet, ffmpeg_reason, limit_options
 from engine.sources.registry import register_scheme
 from engine.sources.settings import SourceSettings
@@ -207,6 +217,9 @@ class LiveFeedSource(DecodingSource):
         """Whether the stream declared a duration (decided at the first connection)."""
         self.clock = FeedClock(1.0 / FALLBACK_FPS, self.live.max_clock_lead_s, self.live.stall_s)
         """The feed's times and its lost frames by cause (live streams only)."""
+        self.decoder = "pyav"
+        """The decoder of the current connection: ``pyav`` or ``nvdec``
+        (``sources.decoder``; ``dali`` reads files only, so feeds take PyAV)."""
         self._bridge: FFmpegBridge | None = None
 
     def _options(self) -> dict[str, str]:
@@ -258,10 +271,10 @@ class LiveFeedSource(DecodingSource):
                 origin: float | None = None  # a finite stream's first timestamp
                 n = -1  # frames decoded on this connection
                 waiting_since = time.monotonic()  # not counting time the consumer held us
+                pictures = self._decoder_for(stream)
                 for packet in container.demux(stream):
-                    for frame in decode_packet(packet, self.name, self.settings):
+                    for t, width, height, to_rgb in pictures(packet):
                         n += 1
-                        t = frame.time
                         if t is not None and not math.isfinite(t):
                             t = None
                         if self.finite:  # numbered and timed like a file
@@ -277,9 +290,7 @@ class LiveFeedSource(DecodingSource):
                         delivered += 1
                         last_frame_at = time.monotonic()
                         backoff = s.reconnect_min_s
-                        yield DecodedFrame(
-                            i, pts, frame.width, frame.height, partial(_to_rgb, frame)
-                        )
+                        yield DecodedFrame(i, pts, width, height, to_rgb)
                         waiting_since = time.monotonic()
                         if self.stop_event.is_set():
                             return
@@ -327,6 +338,32 @@ class LiveFeedSource(DecodingSource):
             if self.stop_event.wait(wait):
                 return
             backoff = min(backoff * 2, s.reconnect_max_s)
+
+    def _decoder_for(self, stream: av.VideoStream) -> Pictures:
+        """This connection's decoder: NVDEC when ``sources.decoder`` asks for it, or
+        ``auto`` picks it (CUDA, PyNvVideoCodec, H.264/HEVC), else PyAV. Under ``auto`` a
+        failure to start NVDEC falls back to PyAV, saying why; asked for, it fails."""
+        codec = str(stream.codec_context.name)
+        asked = "pyav" if self.settings.decoder == "dali" else self.settings.decoder  # files only
+        chosen = choose_decoder(
+            asked,
+            cuda=torch.cuda.is_available(),
+            codec=codec,
+            nvdec=installed("PyNvVideoCodec"),
+            dali=False,
+        )
+        if chosen == "nvdec":
+            try:
+                pictures = nvdec_pictures(self.name, stream)
+            except Exception as error:
+                if asked == "nvdec":
+                    raise
+                log.warning("%s: NVDEC did not start (%s); decoding with PyAV", self.name, error)
+            else:
+                self.decoder = "nvdec"
+                return pictures
+        self.decoder = "pyav"
+        return partial(pyav_pictures, name=self.name, settings=self.settings)
 
     def _open_bridged(self) -> av.container.InputContainer:
         """The feed through an FFmpeg process (:mod:`engine.sources.bridge`)."""
@@ -533,6 +570,40 @@ def _video_stream(container: av.container.InputContainer, name: str) -> av.Video
     stream = streams[0]
     stream.thread_type = "AUTO"
     return stream
+
+
+Picture = tuple[float | None, int, int, Callable[[], object]]
+"""A decoded picture: (seconds or None, width, height, to_rgb)."""
+Pictures = Callable[[Packet], Iterable[Picture]]
+"""A connection's decoder: a demuxed packet -> the pictures it completes."""
+
+
+def pyav_pictures(packet: Packet, name: str, settings: SourceSettings) -> Iterator[Picture]:
+    """PyAV's (FFmpeg's) decoding of ``packet``."""
+    for frame in decode_packet(packet, name, settings):
+        yield frame.time, frame.width, frame.height, partial(_to_rgb, frame)
+
+
+def nvdec_pictures(name: str, stream: av.VideoStream) -> Pictures:
+    """NVDEC's decoding of ``stream``'s packets, as Annex B (``engine.sources.packets``);
+    the demuxer's end-of-stream packet flushes it."""
+    from engine.sources.nvdec import NvdecPictures, NvdecUnavailableError
+    from engine.sources.packets import AnnexB
+
+    try:
+        annexb = AnnexB(stream)
+    except ValueError as error:
+        raise NvdecUnavailableError(name, str(error)) from error
+    decoder = NvdecPictures(name, annexb.codec, annexb.time_base)
+
+    def pictures(packet: Packet) -> Iterator[Picture]:
+        if packet.size == 0:
+            yield from decoder.flush()
+            return
+        for data, pts in annexb(packet):
+            yield from decoder.decode(data, pts)
+
+    return pictures
 
 
 def _to_rgb(frame: VideoFrame) -> np.ndarray:

@@ -178,6 +178,76 @@ class NvdecVideoSource(DecodingSource):
         self._demuxer = None
 
 
+class NvdecPictures:
+    """NVDEC fed with Annex B packets from another demuxer (a live feed's PyAV demuxing,
+    :class:`engine.sources.packets.AnnexB`).
+
+    :meth:`decode` takes one packet's bytes and pts (in ``time_base`` units) and returns
+    the pictures it completed, in display order: ``(seconds or None, width, height,
+    to_rgb)``, ``to_rgb()`` giving the uint8 RGB CUDA tensor (call it before the next
+    :meth:`decode`: the decoder reuses its surfaces). :meth:`flush` returns the pictures
+    still inside the decoder at the end of a stream.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        codec: str,
+        time_base: float | None,
+        device: str | torch.device = "cuda",
+    ) -> None:
+        self.name = source
+        self.device = torch.device(device)
+        try:
+            nvc = _module()
+        except ImportError as error:
+            raise NvdecUnavailableError(
+                source, f"PyNvVideoCodec does not import ({error})"
+            ) from error
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            raise NvdecUnavailableError(source, "it needs a CUDA GPU")
+        if codec not in CODECS:
+            raise NvdecUnavailableError(
+                source, f"codec {codec} (this decoder takes {', '.join(CODECS)})"
+            )
+        self._nvc = nvc
+        self.time_base = time_base
+        self._decoder = nvc.CreateDecoder(
+            gpuid=self.device.index or 0,
+            codec=getattr(nvc.cudaVideoCodec, CODECS[codec]),
+            cudacontext=0,
+            cudastream=torch.cuda.current_stream(self.device).cuda_stream,
+            usedevicememory=True,
+            outputColorType=nvc.OutputColorType.NATIVE,
+        )
+
+    def decode(self, data: bytes, pts: int | None) -> list[tuple[float | None, int, int, Any]]:
+        import numpy as np
+
+        buffer = np.frombuffer(data, dtype=np.uint8)  # alive until Decode returns
+        packet = self._nvc.PacketData()
+        packet.bsl_data = buffer.ctypes.data
+        packet.bsl = buffer.size
+        packet.pts = NO_PTS if pts is None else int(pts)
+        return self._pictures(self._decoder.Decode(packet))
+
+    def flush(self) -> list[tuple[float | None, int, int, Any]]:
+        return self._pictures(self._decoder.Decode(self._nvc.PacketData()))  # bsl 0: end
+
+    def _pictures(self, decoded: list[Any]) -> list[tuple[float | None, int, int, Any]]:
+        out = []
+        width, height = int(self._decoder.GetWidth()), int(self._decoder.GetHeight())
+        for picture in decoded:
+            stamp = int(picture.timestamp)
+            seconds = None if stamp == NO_PTS or self.time_base is None else stamp * self.time_base
+            out.append((seconds, width, height, partial(_nv12_rgb, picture, height, width)))
+        return out
+
+
+def _nv12_rgb(picture: Any, height: int, width: int) -> Tensor:
+    return nv12_to_rgb(torch.from_dlpack(picture), height, width)
+
+
 def _errors(nvc: Any) -> tuple[type[BaseException], ...]:
     """PyNvVideoCodec's exception types (``PyNvVCException*``), and RuntimeError."""
     found = [v for k, v in vars(nvc).items() if k.startswith("PyNvVCException")]

@@ -128,3 +128,62 @@ def test_frames_stay_where_they_are_on_a_cpu_pipeline() -> None:
     uploader = FrameUploader(torch.device("cpu"))
     frame = Frame("s", 0, 0.0, np.zeros((4, 4, 3), np.uint8))
     assert not uploader.active and next(iter(uploader([frame]))) is frame
+
+
+# --- live feeds: PyAV's packets as NVDEC takes them -------------------------------------
+
+
+def decode_annexb(path: Path) -> tuple[list[np.ndarray], list[float | None], bytes]:
+    """Decode ``path`` the way a live feed feeds NVDEC: PyAV demuxes, :class:`AnnexB`
+    rewrites, and a decoder that knows nothing of the container (no extradata: all it
+    has is the Annex B bytes, as NVDEC's parser) decodes."""
+    from engine.sources.packets import AnnexB
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        annexb = AnnexB(stream)
+        raw = av.CodecContext.create(annexb.codec, "r")
+        pictures, times, first = [], [], b""
+        for packet in container.demux(stream):
+            for data, pts in annexb(packet):
+                first = first or data
+                out = av.Packet(data)
+                out.pts = pts
+                for frame in raw.decode(out):
+                    pictures.append(frame.to_ndarray(format="rgb24"))
+                    times.append(None if frame.pts is None else frame.pts * annexb.time_base)
+        for frame in raw.decode(None):
+            pictures.append(frame.to_ndarray(format="rgb24"))
+            times.append(None if frame.pts is None else frame.pts * annexb.time_base)
+    return pictures, times, first
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"], ids=["length-prefixed (MP4)", "Annex B (TS)"])
+def test_packets_rewritten_to_annex_b_decode_to_the_files_own_frames(tmp_path, suffix):
+    path = encode_video(tmp_path / f"clip{suffix}", face_frames(8, size=64), fps=25)
+    with av.open(str(path)) as container:
+        want = [(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(video=0)]
+    pictures, times, first = decode_annexb(path)
+    assert first[:4] == b"\x00\x00\x00\x01" or first[:3] == b"\x00\x00\x01"
+    assert len(pictures) == len(want) == 8
+    for got, (ref, _) in zip(pictures, want, strict=True):
+        assert np.array_equal(got, ref)
+    assert times == pytest.approx([t for _, t in want])
+
+
+def test_a_live_feed_decodes_with_pyav_where_nvdec_cannot_run(h264: Path) -> None:
+    from engine.sources.live import LiveFeedSource, nvdec_pictures
+
+    feed = LiveFeedSource("rtsp://127.0.0.1:1/never", SourceSettings(decoder="auto"))
+    with av.open(str(h264)) as container:
+        stream = container.streams.video[0]
+        pictures = feed._decoder_for(stream)
+        assert feed.decoder == "pyav"
+        packet = next(p for p in container.demux(stream) if p.size)
+        assert all(len(p) == 4 for p in pictures(packet))
+        if not NVDEC_HERE:
+            with pytest.raises(NvdecUnavailableError):
+                nvdec_pictures(feed.name, stream)
+            asked = LiveFeedSource("rtsp://127.0.0.1:1/x", SourceSettings(decoder="nvdec"))
+            with pytest.raises(NvdecUnavailableError):
+                asked._decoder_for(stream)
