@@ -21,6 +21,7 @@ from kernels.crop_resize import (
     crop_resize_normalize,
     crop_resize_normalize_reference,
     crop_resize_normalize_triton,
+    crop_resize_normalize_vectorized,
 )
 from kernels.errors import KernelBackendError, KernelError, KernelInputError
 from kernels.integrated_gradients import (
@@ -51,6 +52,7 @@ __all__ = [
     "crop_resize_normalize",
     "crop_resize_normalize_reference",
     "crop_resize_normalize_triton",
+    "crop_resize_normalize_vectorized",
     "current_backend",
     "detect_resnet_inputs",
     "detect_resnet_inputs_reference",

@@ -149,11 +149,7 @@ class DaliVideoSource(DecodingSource):
             for _ in range(sequences):
                 video, indices, stamps = graph.run()
                 frames = self._sequence(video)
-                for j, (i, t) in enumerate(
-                    zip(
-                        np.asarray(indices[0]).tolist(), np.asarray(stamps[0]).tolist(), strict=True
-                    )
-                ):
+                for j, (i, t) in enumerate(zip(_host(indices), _host(stamps), strict=True)):
                     if i < 0:  # padding of the last sequence
                         continue
                     index = int(i)
@@ -181,6 +177,14 @@ class DaliVideoSource(DecodingSource):
         out = torch.empty(tensor.shape(), dtype=torch.uint8, device=self.device)
         feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(self.device).cuda_stream)
         return out[0]
+
+
+def _host(outputs: object) -> list:
+    """The first sample of a DALI output as a list: a GPU placement gives device
+    ``TensorListGPU`` outputs, copied to the host first (``as_cpu``)."""
+    as_cpu = getattr(outputs, "as_cpu", None)
+    host = as_cpu() if callable(as_cpu) else outputs
+    return np.asarray(host[0]).tolist()  # type: ignore[index]
 
 
 def _frame(frames: np.ndarray | torch.Tensor, j: int) -> np.ndarray | torch.Tensor:

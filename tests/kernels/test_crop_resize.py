@@ -135,3 +135,25 @@ def test_bad_frames_and_options_are_a_clear_error(impl) -> None:
         impl(frames, boxes, ids, 16, dtype=torch.float64)
     with pytest.raises(KernelInputError, match="size"):
         impl(frames, boxes, ids, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_vectorized_reference_equals_the_per_face_reference(dtype) -> None:
+    """The benchmark's baseline (all faces in two batched matrix products) computes the
+    per-face reference: up- and downscaled boxes, a box of the output size, edge boxes,
+    two frame sizes' padding, normalization."""
+    from kernels.crop_resize import crop_resize_normalize_vectorized
+
+    g = torch.Generator().manual_seed(5)
+    frames = torch.randint(0, 256, (2, 90, 120, 3), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor(
+        [[0, 0, 120, 90], [10, 5, 26, 21], [3, 7, 4, 9], [50, 30, 82, 62], [100, 70, 120, 90]]
+    )
+    ids = torch.tensor([0, 1, 0, 1, 1])
+    for size in (32, 16, 7):
+        args = (frames, boxes, ids, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), dtype)
+        want = crop_resize_normalize_reference(*args)
+        got = crop_resize_normalize_vectorized(*args)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        limit = 1e-4 if dtype == torch.float32 else 2e-2
+        assert (got.float() - want.float()).abs().max() <= limit, size
