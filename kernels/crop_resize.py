@@ -107,12 +107,7 @@ def crop_resize_normalize_reference(
     for (x1, y1, x2, y2), fid in zip(boxes_list, ids_list, strict=True):
         patch = frames[fid, y1:y2, x1:x2].permute(2, 0, 1).unsqueeze(0).float()
         crops.append(resize_images(patch, size))
-    out = (torch.cat(crops) / 255.0).clamp_(0.0, 1.0)
-    if mean != ZERO or std != ONE:
-        m = torch.tensor(mean, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
-        out = (out - m) / s
-    return out.to(dtype)
+    return _to_unit_normalized(torch.cat(crops), mean, std, dtype)
 
 
 def aa_weights(in_sizes: Tensor, size: int, length: int) -> Tensor:
@@ -161,10 +156,17 @@ def crop_resize_normalize_vectorized(
     wy = aa_weights(heights, size, lh)[:, None]  # (M, 1, S, lh)
     wx = aa_weights(widths, size, lw)[:, None]  # (M, 1, S, lw)
     out = wy @ (patch @ wx.transpose(-1, -2))  # (M, 3, S, S)
-    out = (out / 255.0).clamp_(0.0, 1.0)
+    return _to_unit_normalized(out, mean, std, dtype)
+
+
+def _to_unit_normalized(
+    pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype
+) -> Tensor:
+    """Resized float pixels (0-255) to [0, 1], then ``(x - mean) / std``, as ``dtype``."""
+    out = (pixels / 255.0).clamp_(0.0, 1.0)
     if mean != ZERO or std != ONE:
-        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        m = torch.tensor(mean, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
         out = (out - m) / s
     return out.to(dtype)
 

@@ -438,7 +438,7 @@ def test_batched_candidate_selection_equals_the_per_frame_selection():
 
 
 def test_under_the_pipelines_runtime_the_network_runs_in_its_precision_layout_and_compiled():
-    """``with_runtime``: channels-last and torch.compile (aot_eager here) give the float32
+    """``with_runtime``: channels-last and torch.compile (Dynamo, eager backend) give the float32
     eager scores; bf16 autocast does run (the scores move) and stays close on average
     (random weights amplify its rounding); the original detector stays as it was."""
     from engine.config import RuntimeConfig
@@ -451,7 +451,7 @@ def test_under_the_pipelines_runtime_the_network_runs_in_its_precision_layout_an
         _, want, _ = detector._predict(frames, sizes)
         for settings in (
             RuntimeConfig(channels_last=True),
-            RuntimeConfig(backend="compile", compile_backend="aot_eager"),
+            RuntimeConfig(backend="compile", compile_backend="eager"),
             RuntimeConfig(precision="bf16", channels_last=True),
         ):
             configured = detector.with_runtime(settings)

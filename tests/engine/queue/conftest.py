@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import redis
 
+from tests.servers import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 
 WORKER_MODEL_FLAGS = [
@@ -52,12 +54,6 @@ FAST_QUEUE = [
     "pipeline.max_batch_latency_ms=20",
 ]
 """Short timings so that reclaiming and polling happen within a test's patience."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
