@@ -32,6 +32,7 @@ from kernels.integrated_gradients import (
     ig_interpolate_reference,
     ig_interpolate_triton,
 )
+from kernels.nv12 import nv12_to_rgb, nv12_to_rgb_reference, nv12_to_rgb_triton
 from kernels.resample import resize_images
 from kernels.xai_map import (
     detect_resnet_inputs,
@@ -64,6 +65,9 @@ __all__ = [
     "ig_interpolate_reference",
     "ig_interpolate_triton",
     "interpreting",
+    "nv12_to_rgb",
+    "nv12_to_rgb_reference",
+    "nv12_to_rgb_triton",
     "resize_images",
     "use_backend",
     "use_triton",

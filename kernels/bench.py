@@ -33,6 +33,7 @@ from kernels.integrated_gradients import (
     ig_interpolate_reference,
     ig_interpolate_triton,
 )
+from kernels.nv12 import nv12_to_rgb_reference, nv12_to_rgb_triton
 from kernels.xai_map import (
     detect_resnet_inputs_reference,
     detect_resnet_inputs_triton,
@@ -145,6 +146,15 @@ def bench_cases(
         grads = torch.randn(rows, 3, s_det, s_det, generator=g).to(device)
         return total, grads, nodes()[1], 0
 
+    def nv12_inputs() -> tuple[object, ...]:
+        h, w = height - height % 2, width - width % 2
+        g = generator()
+        return (
+            torch.randint(0, 256, (h * 3 // 2, w), dtype=torch.uint8, generator=g).to(device),
+            h,
+            w,
+        )
+
     crop_px = (face_sizes[0] + face_sizes[1]) ** 2 // 4  # mean box area, roughly
     return [
         BenchCase(
@@ -188,5 +198,13 @@ def bench_cases(
             ig_accumulate_reference,
             ig_accumulate_triton,
             4 * (rows + 2 * m) * det_elems,
+        ),
+        BenchCase(
+            "nv12_to_rgb",
+            f"one NV12 picture ({height} x {width}) -> uint8 RGB",
+            nv12_inputs,
+            nv12_to_rgb_reference,
+            nv12_to_rgb_triton,
+            (height * width * 3) // 2 + height * width * 3,
         ),
     ]

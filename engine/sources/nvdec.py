@@ -3,12 +3,16 @@
 PyNvVideoCodec's demuxer (FFmpeg inside the wheel; it turns MP4/MKV/FLV H.264 and HEVC
 into Annex B itself) feeds its decoder packet by packet; the decoder reorders and gives
 each picture in NV12 in device memory, with the pts of the packet it came from (in the
-stream's time base). :func:`nv12_to_rgb` turns it into a uint8 RGB ``(H, W, 3)`` CUDA
-tensor, a new tensor, so the decoder may reuse its surface at the next packet. The
+stream's time base). :func:`kernels.nv12.nv12_to_rgb` (one Triton launch) turns it into
+a uint8 RGB ``(H, W, 3)`` CUDA tensor, a new tensor, so the decoder may reuse its surface
+at the next packet. Each source
+decodes and converts on a CUDA stream of its own (overlapping the analysis), and the
+stream its frames are used on waits for that work on the device. The
 conversion is BT.601 limited range with each chroma sample covering its 2×2 block:
 what PyAV's ``rgb24`` conversion (swscale) gives for the same picture, so the two
 decoders hand the models the same frames (tested on the CPU against PyAV's, to within
-the rounding of swscale's fixed-point arithmetic).
+the rounding of swscale's fixed-point arithmetic; the kernel equals its PyTorch
+reference bit for bit under Triton's interpreter).
 
 What PyNvVideoCodec does not expose, this source does not check: it reads no declared
 duration (a truncated file just ends), and a corrupt packet is whatever the decoder
@@ -32,6 +36,7 @@ from torch import Tensor
 from engine.errors import CorruptStreamError, EmptySourceError, NotAVideoError, SourceError
 from engine.sources.base import DecodedFrame, DecodingSource
 from engine.sources.settings import SourceSettings
+from kernels.nv12 import nv12_to_rgb  # the fused kernel on CUDA tensors
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +55,6 @@ class NvdecUnavailableError(SourceError):
         super().__init__(
             source, f"NVDEC cannot decode it: {reason}", 'set sources.decoder = "pyav" or "auto"'
         )
-
-
-def nv12_to_rgb(nv12: Tensor, height: int, width: int) -> Tensor:
-    """A ``(height * 3 // 2, width)`` uint8 NV12 picture as uint8 RGB ``(height, width, 3)``
-    on its device (BT.601, limited range; chroma repeated over its 2×2 block)."""
-    if nv12.dtype != torch.uint8 or tuple(nv12.shape) != (height * 3 // 2, width):
-        raise ValueError(
-            f"an NV12 picture of {width}x{height} is uint8 ({height * 3 // 2}, {width}), "
-            f"got {nv12.dtype} {tuple(nv12.shape)}"
-        )
-    y = (nv12[:height].float() - 16.0) * (255.0 / 219.0)
-    uv = nv12[height:].view(height // 2, width // 2, 2).float() - 128.0
-    uv = uv.repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) * (255.0 / 224.0)
-    cb, cr = uv[..., 0], uv[..., 1]
-    rgb = torch.stack((y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb), dim=-1)
-    return rgb.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _module() -> Any:
@@ -134,7 +123,7 @@ class NvdecVideoSource(DecodingSource):
 
     def _decode(self) -> Generator[DecodedFrame, None, None]:
         nvc = self._nvc
-        stream = torch.cuda.current_stream(self.device)
+        stream = self._stream = torch.cuda.Stream(self.device)
         index = -1
         origin: float | None = None
         previous = 0.0
@@ -171,8 +160,7 @@ class NvdecVideoSource(DecodingSource):
             raise EmptySourceError(self.name, "the video stream holds no frames")
 
     def _rgb(self, picture: Any) -> Tensor:
-        # A copy (the decoder reuses its surfaces); the stream waits for the decode.
-        return nv12_to_rgb(torch.from_dlpack(picture), self.height, self.width)
+        return _nv12_rgb(picture, self.height, self.width, self._stream)
 
     def _release(self) -> None:
         self._demuxer = None
@@ -212,11 +200,12 @@ class NvdecPictures:
             )
         self._nvc = nvc
         self.time_base = time_base
+        self._stream = torch.cuda.Stream(self.device)
         self._decoder = nvc.CreateDecoder(
             gpuid=self.device.index or 0,
             codec=getattr(nvc.cudaVideoCodec, CODECS[codec]),
             cudacontext=0,
-            cudastream=torch.cuda.current_stream(self.device).cuda_stream,
+            cudastream=self._stream.cuda_stream,
             usedevicememory=True,
             outputColorType=nvc.OutputColorType.NATIVE,
         )
@@ -240,12 +229,23 @@ class NvdecPictures:
         for picture in decoded:
             stamp = int(picture.timestamp)
             seconds = None if stamp == NO_PTS or self.time_base is None else stamp * self.time_base
-            out.append((seconds, width, height, partial(_nv12_rgb, picture, height, width)))
+            rgb = partial(_nv12_rgb, picture, height, width, self._stream)
+            out.append((seconds, width, height, rgb))
         return out
 
 
-def _nv12_rgb(picture: Any, height: int, width: int) -> Tensor:
-    return nv12_to_rgb(torch.from_dlpack(picture), height, width)
+def _nv12_rgb(picture: Any, height: int, width: int, stream: torch.cuda.Stream) -> Tensor:
+    """A decoded picture as a new RGB tensor (the decoder reuses its surfaces).
+
+    Decoding and conversion run on the source's own stream, so they overlap the models'
+    work; DLPack makes that stream wait for the decode. The calling thread's current
+    stream (the one the frame's later users run on) then waits for the conversion on
+    the device: no host wait, and no user can read the frame before it is written.
+    """
+    with torch.cuda.stream(stream):
+        rgb = nv12_to_rgb(torch.from_dlpack(picture), height, width)
+    torch.cuda.current_stream(stream.device).wait_stream(stream)
+    return rgb
 
 
 def _errors(nvc: Any) -> tuple[type[BaseException], ...]:

@@ -25,6 +25,7 @@ def test_cases_cover_every_kernel_at_pipeline_shapes_by_default() -> None:
         "detect_resnet_inputs",
         "ig_interpolate",
         "ig_accumulate",
+        "nv12_to_rgb",
     ]
     assert all(isinstance(c, BenchCase) and c.fused_bytes > 0 for c in cases)
     assert "299" in cases[0].shapes and "224" in cases[2].shapes

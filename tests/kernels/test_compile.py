@@ -15,6 +15,7 @@ import pytest
 from kernels.backend import interpreting, triton
 from kernels.crop_resize import _crop_resize_normalize_kernel
 from kernels.integrated_gradients import _ig_accumulate_kernel, _ig_interpolate_kernel
+from kernels.nv12 import _nv12_kernel
 from kernels.xai_map import _detect_resnet_inputs_kernel
 
 pytestmark = pytest.mark.skipif(
@@ -63,6 +64,7 @@ VARIANTS = [
         {name: "*fp32" for name in ("total_ptr", "grads_ptr", "weight_ptr", "diff_ptr")},
         {"n": 1, "HAS_DIFF": True, "BLOCK": 1024},
     ),
+    (_nv12_kernel, {"src": "*u8", "out": "*u8"}, {"BLOCK": 256}),
 ]
 
 
