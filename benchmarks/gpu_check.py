@@ -271,14 +271,19 @@ class Check:
         compiled = bench.pipeline(method)
         eager = bench.eager_pipeline(method)
         out: dict[str, Any] = {"method": method, "decoder": bench.decoder()}
+        batch = self._batch(bench)
         for label, pipeline in (("eager", eager), ("compiled", compiled)):
             warm = pipeline.warm_start()
             pipeline.warmup((bench.settings.batch_size,))
+            # The face detector compiles at its first batch (the frame size is not known
+            # before): one batch of the streams' frames, untimed.
+            start = time.perf_counter()
+            pipeline.analyze(batch)
+            warm += time.perf_counter() - start
             run = analyse_streams(bench, pipeline, frames_for(bench, method))
             self._results[label] = run.pop("_results")
             out[label] = {"warm_start_s": round(warm, 2), **run}
             out[label]["runtime"] = pipeline.runtime.describe()
-        batch = self._batch(bench)
         out["compiled_vs_eager"] = agreement(
             eager.analyze(batch, keep_maps=True).faces,
             compiled.analyze(batch, keep_maps=True).faces,
@@ -312,12 +317,23 @@ class Check:
         out["sites"] = dict(sorted(sites.items(), key=lambda kv: -kv[1]))
         if self.device.type != "cuda":
             out["note"] = "no CUDA: sync debug mode does not apply (the batch ran all the same)"
+            return out
+        # The issue's test as stated: the same batch with synchronizes as errors.
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            pipeline.analyze(batch)
+            out["error_mode"] = "no synchronizing call"
+        except RuntimeError as error:
+            out["error_mode"] = f"first synchronize: {str(error).splitlines()[0][:200]}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
         return out
 
     def step_streams(self) -> dict[str, Any]:
         from benchmarks.realtime import run as realtime
 
         bench = self.bench()
+        bench.pipeline(bench.settings.xai[0]).analyze(self._batch(bench))  # detector built
         out = realtime(bench)
         out["decoder"] = bench.decoder()
         out["decode_included"] = bench.settings.input == "file"

@@ -24,6 +24,7 @@ import importlib.util
 import os
 from typing import TYPE_CHECKING
 
+from engine.errors import SourceError
 from engine.sources.settings import SourceSettings
 
 if TYPE_CHECKING:
@@ -34,6 +35,18 @@ AUTO_NVDEC_CODECS = frozenset({"h264", "hevc"})
 
 DALI_GPU_CODECS = frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "av1", "mpeg4"})
 """Codecs DALI decodes on a GPU (its CPU decoder: :data:`engine.sources.dali.CPU_CODECS`)."""
+
+
+class NoDecoderError(SourceError):
+    """No decoder for video files imports here (no PyAV, and no NVDEC on a GPU)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(
+            source,
+            "no video decoder is installed here (PyAV does not import; NVDEC needs CUDA "
+            "and PyNvVideoCodec)",
+            "install av, or pynvvideocodec on a CUDA machine",
+        )
 
 
 def installed(module: str) -> bool:
@@ -96,6 +109,8 @@ def open_video_file(
         from engine.sources.dali import DaliVideoSource
 
         return DaliVideoSource(path, settings, name=name)
+    if not installed("av"):
+        raise NoDecoderError(name if name is not None else os.fspath(path))
     from engine.sources.video import VideoFileSource
 
     return VideoFileSource(path, settings, name=name)

@@ -187,3 +187,13 @@ def test_a_live_feed_decodes_with_pyav_where_nvdec_cannot_run(h264: Path) -> Non
             asked = LiveFeedSource("rtsp://127.0.0.1:1/x", SourceSettings(decoder="nvdec"))
             with pytest.raises(NvdecUnavailableError):
                 asked._decoder_for(stream)
+
+
+def test_without_any_video_decoder_a_file_is_refused_saying_what_to_install(h264, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as on a machine without PyAV
+    from engine.sources.decoders import NoDecoderError, open_video_file
+
+    with pytest.raises(NoDecoderError, match="install av"):
+        open_video_file(h264, SourceSettings(decoder="pyav"))
