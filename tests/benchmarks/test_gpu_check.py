@@ -112,11 +112,11 @@ def test_steps_past_the_budget_are_skipped_saying_so(tmp_path: Path) -> None:
     ] * 2
 
 
-def test_without_a_gpu_the_real_check_refuses_and_points_to_the_dry_run(tmp_path: Path) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is here: the real check would run")
-    with pytest.raises(SystemExit):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the real check would run")
+def test_without_a_gpu_the_real_check_refuses_and_points_to_the_dry_run(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
         gpu_check.main(["--out", str(tmp_path)])
+    assert stopped.value.code == 2 and "--dry-run" in capsys.readouterr().err
 
 
 def test_helpers_measure_what_they_say() -> None:

@@ -171,22 +171,22 @@ def test_packets_rewritten_to_annex_b_decode_to_the_files_own_frames(tmp_path, s
     assert times == pytest.approx([t for _, t in want])
 
 
+@pytest.mark.skipif(NVDEC_HERE, reason="NVDEC can decode here: pytest -m cuda tests it")
 def test_a_live_feed_decodes_with_pyav_where_nvdec_cannot_run(h264: Path) -> None:
     from engine.sources.live import LiveFeedSource, nvdec_pictures
 
     feed = LiveFeedSource("rtsp://127.0.0.1:1/never", SourceSettings(decoder="auto"))
     with av.open(str(h264)) as container:
         stream = container.streams.video[0]
-        pictures = feed._decoder_for(stream)
+        pictures = feed._decoder_for(stream)  # auto: NVDEC cannot run here, PyAV does
         assert feed.decoder == "pyav"
         packet = next(p for p in container.demux(stream) if p.size)
         assert all(len(p) == 4 for p in pictures(packet))
-        if not NVDEC_HERE:
-            with pytest.raises(NvdecUnavailableError):
-                nvdec_pictures(feed.name, stream)
-            asked = LiveFeedSource("rtsp://127.0.0.1:1/x", SourceSettings(decoder="nvdec"))
-            with pytest.raises(NvdecUnavailableError):
-                asked._decoder_for(stream)
+        with pytest.raises(NvdecUnavailableError):
+            nvdec_pictures(feed.name, stream)
+        asked = LiveFeedSource("rtsp://127.0.0.1:1/x", SourceSettings(decoder="nvdec"))
+        with pytest.raises(NvdecUnavailableError):  # asked for: no fallback
+            asked._decoder_for(stream)
 
 
 def test_without_any_video_decoder_a_file_is_refused_saying_what_to_install(h264, monkeypatch):
