@@ -241,10 +241,14 @@ def _nv12_rgb(picture: Any, height: int, width: int, stream: torch.cuda.Stream) 
     work; DLPack makes that stream wait for the decode. The calling thread's current
     stream (the one the frame's later users run on) then waits for the conversion on
     the device: no host wait, and no user can read the frame before it is written.
+    ``record_stream`` keeps the allocator from handing the frame's memory to the next
+    conversion on the source's stream while the using stream may still read it.
     """
     with torch.cuda.stream(stream):
         rgb = nv12_to_rgb(torch.from_dlpack(picture), height, width)
-    torch.cuda.current_stream(stream.device).wait_stream(stream)
+    user = torch.cuda.current_stream(stream.device)
+    user.wait_stream(stream)
+    rgb.record_stream(user)
     return rgb
 
 
