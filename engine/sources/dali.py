@@ -13,8 +13,8 @@ device, shared by every :class:`DaliVideoSource` of the process) owns one DALI p
 of :data:`SLOTS` stateful ``fn.experimental.inputs.video`` decoders. Each open file takes
 a slot: its bytes (memory-mapped, not read into memory) are fed to the slot's decoder,
 and every pipeline run decodes the next :data:`SEQUENCE_LENGTH` frames of *every*
-stream in one step. The sources' reader threads share the runs: the first reader that
-needs frames runs the pipeline for all of them; the others wait for it. A run waits
+stream in one step. The group's own thread (``veritas-dali``) runs the pipeline ahead of
+the sources' reader threads, which take their sequences as they come. A run waits
 while a stream that is still being read holds :data:`AHEAD` undelivered sequences, so
 memory stays bounded. Files beyond :data:`SLOTS` wait for a free slot.
 
@@ -186,6 +186,7 @@ class DaliStreamGroup:
         self._waiting: deque[_Ticket] = deque()
         self._cv = threading.Condition()
         self._running = False
+        self._thread: threading.Thread | None = None  # runs the pipeline while files are read
         self._pipe = None  # nvidia.dali.Pipeline, built at the first run
         self._spent: list[np.ndarray] = []  # inputs finished at the last run
         self._retained: list[np.ndarray] = []  # inputs of retired slots: kept to the reset
@@ -197,6 +198,12 @@ class DaliStreamGroup:
         ticket = _Ticket(name, path, frames, size)
         with self._cv:
             self._waiting.append(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._decode_loop, name="veritas-dali", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify_all()
         return ticket
 
     def read(self, ticket: _Ticket) -> np.ndarray | torch.Tensor | None:
@@ -216,18 +223,15 @@ class DaliStreamGroup:
                     return None
                 if ticket.slot is None and not any(not s.retired for s in self._slots):
                     raise DaliUnavailableError(ticket.name, "every DALI decoder slot is retired")
-                blocking = self._blocking()
-                if not self._running and not blocking:
-                    self._run()
-                elif any(other.thread == threading.get_ident() for other in blocking):
+                held = [t for t in self._blocking() if t.thread == threading.get_ident()]
+                if held:  # only this thread could read it: waiting would never end
                     raise SourceError(
                         ticket.name,
-                        f"its DALI decoding waits for {blocking[0].name}, which this same "
+                        f"its DALI decoding waits for {held[0].name}, which this same "
                         "thread does not read (the streams share one pipeline)",
                         "read DALI sources one after another, or each in its own thread",
                     )
-                else:
-                    self._cv.wait(0.05)
+                self._cv.wait(0.5)  # the decode thread notifies after each run
 
     def leave(self, ticket: _Ticket) -> None:
         """The source is done with ``ticket`` (read to its end, failed or closed)."""
@@ -236,11 +240,33 @@ class DaliStreamGroup:
             ticket.sequences.clear()
             if ticket in self._waiting:
                 self._waiting.remove(ticket)
-            if not self._running and not self._waiting and not any(self._live_slots()):
-                self._reset()  # nothing is read: free the decoders (and their device memory)
             self._cv.notify_all()
 
-    # --- the runs (called with the lock held) -------------------------------------------
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is read and the pipeline is dropped; whether it is."""
+        with self._cv:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._thread is None
+
+    # --- the decode thread --------------------------------------------------------------
+
+    def _decode_loop(self) -> None:
+        """Run the pipeline while a file is read and no reader is AHEAD sequences behind;
+        when nothing is read any more, free the decoders (and their device memory)."""
+        with self._cv:
+            while True:
+                if not self._waiting and not any(self._live_slots()):
+                    self._reset()
+                    self._thread = None
+                    return
+                if self._blocking():
+                    self._cv.wait(0.5)  # a read notifies
+                    continue
+                self._run()
+
+    # --- the runs (in the decode thread, with the lock held) ----------------------------
 
     def _live_slots(self) -> Generator[_Slot, None, None]:
         return (s for s in self._slots if any(e.ticket and e.ticket.live for e in s.entries))
@@ -262,7 +288,7 @@ class DaliStreamGroup:
         self._running = True
         feeds = self._plan()
         outputs: list | None = None
-        failure: RuntimeError | None = None
+        failure: Exception | None = None
         self._cv.release()
         try:
             pipe = self._pipeline()
@@ -270,7 +296,9 @@ class DaliStreamGroup:
                 for data in inputs:
                     pipe.feed_input(f"slot{k}", [data])
             outputs = [self._take(out) for out in pipe.run()]
-        except RuntimeError as error:  # DALI reports decoding failures as RuntimeError
+            if self.placement == "gpu":  # the copies are done before a reader uses them
+                torch.cuda.current_stream(self.device).synchronize()
+        except Exception as error:  # DALI reports decoding failures as RuntimeError
             failure = error
         finally:
             pipe = None  # a reset below must destroy the pipeline before its inputs
@@ -367,7 +395,7 @@ class DaliStreamGroup:
         self._retained += [entry.data for entry in slot.entries]  # still in DALI's queue
         slot.entries.clear()
 
-    def _fail_all(self, error: RuntimeError) -> None:
+    def _fail_all(self, error: Exception) -> None:
         """A failed run leaves every decoder's state unknown: each stream in a slot fails,
         and the next run starts a new pipeline."""
         detail = str(error).strip().splitlines()[-1][:200] if str(error).strip() else repr(error)

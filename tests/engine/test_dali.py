@@ -187,7 +187,7 @@ def test_streams_read_at_once_share_each_run_and_get_their_own_frames(clips):
     # One run decodes a sequence of every stream: as many runs as the longest file has
     # sequences (one pipeline per stream would have run once per sequence of each).
     assert group.runs == -(-max(LENGTHS) // SEQUENCE_LENGTH)
-    assert group._pipe is None  # nothing left to read: the decoders are freed
+    assert group.wait_idle(10) and group._pipe is None  # nothing left to read: freed
 
 
 def test_more_files_than_slots_wait_for_a_slot_and_every_frame_arrives(clips):
@@ -208,7 +208,7 @@ def test_a_stream_closed_early_leaves_the_others_whole(clips):
     whole = read_in_threads([DaliVideoSource(p, device="cpu", group=group) for p in clips[::2]])
     for path, frames in zip(clips[::2], whole, strict=True):
         assert_frames_match([f.image for f in frames], path)
-    assert group._pipe is None
+    assert group.wait_idle(10) and group._pipe is None
 
 
 def test_a_decoder_that_disagrees_with_the_count_fails_its_stream_only(clips):
