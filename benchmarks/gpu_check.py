@@ -275,8 +275,9 @@ class Check:
         for label, pipeline in (("eager", eager), ("compiled", compiled)):
             warm = pipeline.warm_start()
             pipeline.warmup((bench.settings.batch_size,))
-            # The face detector compiles at its first batch (the frame size is not known
-            # before): one batch of the streams' frames, untimed.
+            # warm_start built the face detector for the bench's frame size; one untimed
+            # batch of the streams' frames builds what is left to first use (the Triton
+            # kernels, the allocator's pools), counted with the warm start.
             start = time.perf_counter()
             pipeline.analyze(batch)
             warm += time.perf_counter() - start

@@ -366,6 +366,16 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
 
+    def __post_init__(self) -> None:
+        limit = self.sources.max_frame_pixels
+        for (height, width), size in zip(
+            self.faces.warm_sizes, self.faces.warm_frame_sizes, strict=True
+        ):
+            if height * width > limit:  # a frame the sources would refuse
+                raise ConfigError(
+                    "faces.warm_frame_sizes", size, f"sizes within sources.max_frame_pixels {limit}"
+                )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

@@ -9,7 +9,7 @@ that frame's pixel coordinates, best first, at most ``max_faces`` of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,12 @@ class FaceDetector(ABC):
         memory format, compilation); a detector without a network of its own (OpenCV's
         cascades) is returned as it is. The pipeline calls it once."""
         return self
+
+    def warm(self, frame_sizes: Sequence[tuple[int, int]]) -> int:
+        """Build what runs per frame size (a compiled network) for frames of these
+        ``(height, width)`` before the first batch; how many network input sizes were
+        built (0: nothing is built per size, as for OpenCV's cascades or eager networks)."""
+        return 0
 
     def _finish(self, boxes: torch.Tensor) -> torch.Tensor:
         """Apply the settings' score, size and count limits to ``(k, 5)`` boxes."""

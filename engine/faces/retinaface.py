@@ -532,9 +532,10 @@ class RetinaFaceDetector(FaceDetector):
         """A copy that runs the network like the pipeline's other networks: autocast to
         ``settings.precision``, channels-last weights and input, and with the ``compile``
         backend ``torch.compile`` (``compile_backend``; no CUDA graphs: frame sizes vary)
-        for batches of one frame size, the number of frames dynamic. It compiles at its
-        first batch (the frame size is not known before). The original is left as it was
-        (a benchmark's eager pipeline shares it)."""
+        for batches of one frame size, the number of frames dynamic. It compiles for the
+        frame sizes :meth:`warm` is given (``Pipeline.warm_start``: ``faces.warm_frame_sizes``)
+        and at the first batch of any other size. The original is left as it was (a
+        benchmark's eager pipeline shares it)."""
         out = copy.copy(self)
         out._autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         if settings.channels_last:
@@ -544,6 +545,26 @@ class RetinaFaceDetector(FaceDetector):
         if settings.backend == "compile":
             out._compiled = torch.compile(out.net, backend=settings.compile_backend)
         return out
+
+    def warm(self, frame_sizes: Sequence[tuple[int, int]]) -> int:
+        """Compile the network for batches of frames of each ``(height, width)``: two
+        frames, then one (Dynamo gives one frame a graph of its own; two or more share the
+        dynamic one). Sizes that reach the network at one size after ``max_side`` are
+        built once. Nothing is done when the network is not compiled. Returns how many
+        network input sizes were built."""
+        if self._compiled is None:
+            return 0
+        built: set[tuple[int, int]] = set()
+        for height, width in frame_sizes:
+            (size,) = self._input_sizes([[height, width]])
+            if size in built:
+                continue
+            built.add(size)
+            frames = torch.zeros(2, height, width, 3, dtype=torch.uint8, device=self.device)
+            sizes = torch.tensor([[height, width]] * 2)
+            for n in (2, 1):  # through detect(): the real calls' grad mode and autocast
+                self.detect(frames[:n], sizes[:n])
+        return len(built)
 
     # -- public API --
 

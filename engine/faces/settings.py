@@ -6,9 +6,13 @@ read a configuration without importing torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from engine.errors import ConfigError
+
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+MAX_WARM_SIZES = 8
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,13 @@ class DetectionSettings:
     detect_every: int = 1
     """Run the detector on every Nth frame of each stream; the frames between get the
     boxes carried by an IoU tracker (``engine.faces.tracker``). 1: every frame."""
+    warm_frame_sizes: tuple[str, ...] = ("1920x1080",)
+    """Frame sizes ``"WIDTHxHEIGHT"`` a compiled batched detector (RetinaFace under
+    ``runtime.backend = "compile"``) is built for at start-up (``Pipeline.warm_start``),
+    so that no batch of these sizes waits for a compilation. Frames that reach the
+    network at one size share a graph: with RetinaFace's ``max_side`` 1024 every 16:9
+    frame of 1024 pixels wide or more (720p, 1080p, 4K) does. ``[]``: build at the
+    first batch."""
 
     def __post_init__(self) -> None:
         for key, value, low, high in (
@@ -34,3 +45,20 @@ class DetectionSettings:
                 raise ConfigError(key, value, f"a value from {low} to {high}")
         if not isinstance(self.detect_every, int) or isinstance(self.detect_every, bool):
             raise ConfigError("faces.detect_every", self.detect_every, "an integer from 1 to 1000")
+        sizes = self.warm_frame_sizes
+        expected = f'at most {MAX_WARM_SIZES} sizes "WIDTHxHEIGHT", e.g. ["1920x1080"]'
+        if not isinstance(sizes, list | tuple) or len(sizes) > MAX_WARM_SIZES:
+            raise ConfigError("faces.warm_frame_sizes", sizes, expected)
+        for size in sizes:
+            if not isinstance(size, str) or not _SIZE.fullmatch(size):
+                raise ConfigError("faces.warm_frame_sizes", size, expected)
+        object.__setattr__(self, "warm_frame_sizes", tuple(sizes))
+
+    @property
+    def warm_sizes(self) -> list[tuple[int, int]]:
+        """:attr:`warm_frame_sizes` as ``(height, width)`` pairs."""
+        out = []
+        for size in self.warm_frame_sizes:
+            width, height = map(int, size.split("x"))
+            out.append((height, width))
+        return out

@@ -86,6 +86,16 @@ class FaceDetection:
             self.ahead_ms += (time.perf_counter() - start) * 1000
         return boxes
 
+    def warm(self) -> int:
+        """Build a batched detector for the frame sizes of ``faces.warm_frame_sizes``
+        (:meth:`engine.faces.FaceDetector.warm`); how many input sizes it built. Per-frame
+        detectors build nothing per size."""
+        if not self.batched:
+            return 0
+        settings = getattr(self.detector, "settings", None)
+        with self._lock:
+            return self.detector.warm(getattr(settings, "warm_sizes", []))
+
     def forget(self, stream: str) -> None:
         """Drop the tracker of stream ``stream`` (it ended)."""
         self._trackers.pop(stream, None)

@@ -49,6 +49,11 @@ def test_file_then_overrides_take_precedence(tmp_path):
         ('models.adversarial="xception"', "models.adversarial"),
         ('models.face_detector="dlib"', "models.face_detector"),
         ("faces.max_faces=0", "faces.max_faces"),
+        ('faces.warm_frame_sizes=["1080p"]', "faces.warm_frame_sizes"),
+        ('faces.warm_frame_sizes=["0x1080"]', "faces.warm_frame_sizes"),
+        ("faces.warm_frame_sizes=[1920]", "faces.warm_frame_sizes"),
+        ('faces.warm_frame_sizes="1920x1080"', "faces.warm_frame_sizes"),
+        ('faces.warm_frame_sizes=["8000x8000"]', "faces.warm_frame_sizes"),  # > max pixels
         ("sources.every=0", "sources.every"),
         ("pipeline.nonsense=1", "pipeline.nonsense"),
         ("colour.red=1", "colour"),
@@ -61,6 +66,18 @@ def test_bad_values_name_their_key(override, key):
     assert e.value.key == key
     assert "\n" not in str(e.value)
     assert "expected" in str(e.value)
+
+
+def test_warm_frame_sizes_are_width_by_height_within_the_frame_limit():
+    assert load_config().faces.warm_sizes == [(1080, 1920)]
+    cfg = load_config(None, ['faces.warm_frame_sizes=["1280x720", "720x576"]'])
+    assert cfg.faces.warm_frame_sizes == ("1280x720", "720x576")
+    assert cfg.faces.warm_sizes == [(720, 1280), (576, 720)]
+    assert load_config(None, ["faces.warm_frame_sizes=[]"]).faces.warm_sizes == []
+    big = ['faces.warm_frame_sizes=["8000x8000"]', "sources.max_frame_pixels=64000000"]
+    assert load_config(None, big).faces.warm_sizes == [(8000, 8000)]  # the limit raised
+    with pytest.raises(ConfigError, match="at most 8"):
+        load_config(None, [f"faces.warm_frame_sizes={['64x64'] * 9}".replace("'", '"')])
 
 
 def test_unknown_model_error_lists_the_choices():

@@ -467,3 +467,33 @@ def test_under_the_pipelines_runtime_the_network_runs_in_its_precision_layout_an
     assert detector._autocast is None and detector._compiled is None
     assert not detector._channels_last
     assert detector.net.body.stage1[0][0].weight.is_contiguous()  # not converted in place
+
+
+def test_warm_compiles_each_network_input_size_once_and_later_batches_of_it_compile_nothing():
+    """``warm`` (``Pipeline.warm_start``) builds the compiled network for the given frame
+    sizes: two frame sizes that ``max_side`` brings to one input size are built once, and
+    batches of any frame count at those sizes then compile nothing; another size does."""
+    from torch._dynamo.utils import counters
+
+    from engine.config import RuntimeConfig
+
+    def graphs() -> int:
+        return int(counters["stats"]["unique_graphs"])
+
+    def frames(n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8), torch.tensor([[h, w]] * n)
+
+    eager = RetinaFaceDetector(settings=ALL, max_side=192)
+    assert eager.warm([(108, 192)]) == 0  # not compiled: nothing is built per size
+    torch._dynamo.reset()
+    detector = eager.with_runtime(RuntimeConfig(backend="compile", compile_backend="aot_eager"))
+    before = graphs()
+    assert detector.warm([(216, 384), (108, 192)]) == 1  # both reach the network at 108x192
+    built = graphs()
+    assert built > before
+    for n in (3, 1, 5, 2):
+        for h, w in ((216, 384), (108, 192)):
+            assert len(detector.detect(*frames(n, h, w))) == n
+    assert graphs() == built
+    detector.detect(*frames(2, 96, 128))  # a size not warmed compiles at its first batch
+    assert graphs() > built

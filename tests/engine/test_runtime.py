@@ -265,6 +265,32 @@ def test_warm_start_builds_every_bucket_so_no_frame_compiles():
     assert compiled_graphs() == built
 
 
+def test_warm_start_builds_a_compiled_retinaface_for_the_configured_frame_sizes():
+    """With RetinaFace compiled, ``warm_start`` also builds it for ``faces.warm_frame_sizes``
+    (frame sizes are not known before the first batch): detecting faces in a batch of
+    those frames, of any length, compiles nothing."""
+    torch._dynamo.reset()
+    pipeline = Pipeline.from_config(
+        tiny_config(
+            'models.face_detector="retinaface"',
+            'runtime.backend="compile"',
+            'runtime.compile_backend="aot_eager"',
+            "runtime.batch_buckets=[1]",
+            'faces.warm_frame_sizes=["160x96"]',
+        )
+    )
+    pipeline.warm_start()
+    built = compiled_graphs()
+    images = np.random.default_rng(0).integers(0, 256, (3, 96, 160, 3), dtype=np.uint8)
+    for n in (3, 1):
+        batch = FrameBatch.from_frames(
+            [Frame("clip", i, i / 25, im) for i, im in enumerate(images[:n])]
+        )
+        frame_ids, boxes = pipeline.detect(batch)
+        assert boxes.shape[1] == 5 and len(frame_ids) == len(boxes)
+    assert compiled_graphs() == built
+
+
 # --- torch.compile -------------------------------------------------------------------------
 
 
