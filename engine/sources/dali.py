@@ -185,7 +185,6 @@ class DaliStreamGroup:
         self._slots = [_Slot() for _ in range(slots)]
         self._waiting: deque[_Ticket] = deque()
         self._cv = threading.Condition()
-        self._running = False
         self._thread: threading.Thread | None = None  # runs the pipeline while files are read
         self._pipe = None  # nvidia.dali.Pipeline, built at the first run
         self._spent: list[np.ndarray] = []  # inputs finished at the last run
@@ -285,7 +284,6 @@ class DaliStreamGroup:
 
     def _run(self) -> None:
         """Feed every slot, run the pipeline once, hand each sequence to its stream."""
-        self._running = True
         feeds = self._plan()
         outputs: list | None = None
         failure: Exception | None = None
@@ -303,7 +301,6 @@ class DaliStreamGroup:
         finally:
             pipe = None  # a reset below must destroy the pipeline before its inputs
             self._cv.acquire()
-            self._running = False
             self.runs += 1
             self._cv.notify_all()
         if outputs is None:
@@ -340,10 +337,10 @@ class DaliStreamGroup:
     def _take(self, output: object) -> tuple[tuple[int, ...], object]:
         """A slot's output: its shape, and the sequence copied out of DALI's buffer (DALI
         reuses it at the next run); the copy is made where the frames are kept."""
-        tensor = output.as_tensor() if self.placement == "gpu" else output.at(0)  # type: ignore[attr-defined]
         if self.placement == "gpu":
             from nvidia.dali.plugin.pytorch import feed_ndarray
 
+            tensor = output.as_tensor()  # type: ignore[attr-defined]
             shape = tuple(tensor.shape())[1:]
             if shape == FILLER_SHAPE:
                 return shape, None
@@ -351,6 +348,7 @@ class DaliStreamGroup:
             stream = torch.cuda.current_stream(self.device).cuda_stream
             feed_ndarray(tensor, out, cuda_stream=stream)
             return shape, out[0]
+        tensor = output.at(0)  # type: ignore[attr-defined]
         shape = tuple(tensor.shape)
         return shape, None if shape == FILLER_SHAPE else np.array(tensor, copy=True)
 
