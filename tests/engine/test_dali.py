@@ -161,10 +161,13 @@ def test_the_filler_decodes_to_its_one_frame():
 
 def test_streams_read_at_once_share_each_run_and_get_their_own_frames(clips):
     group = DaliStreamGroup("cpu", dali_module.torch.device("cpu"), slots=4)
-    tickets = [
-        group.open(str(p), str(p), n, (48 + 16 * i, 64))
-        for i, (p, n) in enumerate(zip(clips, LENGTHS, strict=True))
-    ]
+    # The decode thread starts at the first open: the group's lock held over the opens
+    # keeps it from running until all three files are queued, so all start at one run.
+    with group._cv:
+        tickets = [
+            group.open(str(p), str(p), n, (48 + 16 * i, 64))
+            for i, (p, n) in enumerate(zip(clips, LENGTHS, strict=True))
+        ]
 
     def sequences(ticket) -> list:
         out = []
