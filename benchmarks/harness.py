@@ -45,9 +45,7 @@ class Bench:
 
     def __init__(self, settings: BenchSettings, workdir: Path) -> None:
         self.settings = settings
-        h, w = settings.frame_size  # a compiled face detector is built for the bench's frames
-        warm = f'faces.warm_frame_sizes=["{w}x{h}"]'
-        self.config: Config = load_config(None, [warm, *settings.config_overrides])
+        self.config: Config = load_config(None, settings.config_overrides)
         self.device = resolve_device(self.config.pipeline.device)
         self.workdir = workdir
         m = self.config.models

@@ -130,6 +130,8 @@ class BenchSettings:
             f'runtime.precision="{self.precision}"',
             f"runtime.channels_last={'true' if self.channels_last else 'false'}",
             f'sources.decoder="{self.decoder}"',
+            # A compiled face detector is built at the warm start for the bench's frames.
+            f'faces.warm_frame_sizes=["{self.frame_size[1]}x{self.frame_size[0]}"]',
             *self.size_overrides,
             *self.overrides,
         ]

@@ -28,10 +28,9 @@ with :class:`~engine.errors.CorruptStreamError`.
 
 Why not a stateless batch decoder: ``fn.decoders.video(start_frame=...)`` decodes a batch
 of windows from many files in one run, but measured on DALI 2.4's CPU decoder each run
-costs time proportional to the window's position in the file (91 ms for 8 frames at frame
-584 of a 256×256 VP9 file, against 6 ms at frame 0, whatever the keyframe spacing), so a
-long file would cost quadratic time. The stateful decoders cost the same at every
-position (about 3.5 ms per 8 frames per stream there).
+costs time proportional to the window's position in the file, whatever the keyframe
+spacing, so a long file would cost quadratic time (``python -m benchmarks.dali_decode``;
+the figures are in README). A stateful decoder goes through its file once.
 
 Before decoding, the file is probed with PyAV (container, codec, frame rate, frame-size
 limit), so errors for unreadable files and oversized frames are the same as

@@ -246,6 +246,18 @@ def test_cli_options_override_the_size_defaults():
     assert "pipeline.fake_threshold=1.0" in settings.config_overrides
 
 
+def test_the_bench_warms_the_face_detector_for_its_own_frame_size_unless_told_otherwise():
+    from engine.config import load_config
+
+    def warm_sizes(settings: BenchSettings) -> list[tuple[int, int]]:
+        return load_config(None, settings.config_overrides).faces.warm_sizes
+
+    settings = preset("quick").replace(frame_size=(96, 160))
+    assert warm_sizes(settings) == [(96, 160)]  # (height, width); the default is 1080p
+    own = settings.replace(overrides=('faces.warm_frame_sizes=["64x48"]',))
+    assert warm_sizes(own) == [(48, 64)]  # --set wins
+
+
 def test_sizes_are_valid_and_bad_workloads_are_refused():
     for size in ("quick", "cpu", "gpu"):
         assert preset(size).size == size
