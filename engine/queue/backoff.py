@@ -75,7 +75,11 @@ class RedisBackoff:
             self.back_at = time.monotonic()
 
     def since_outage(self) -> float:
-        """Seconds since this worker's last outage of Redis ended (inf: none yet)."""
+        """Seconds since this worker's last outage of Redis ended (inf: none yet); 0.0
+        while one has not been seen to end. The loop's first calls after an outage run
+        before :meth:`ok` records its end: to them it has only just ended."""
+        if self.down_since is not None:
+            return 0.0
         return time.monotonic() - self.back_at
 
     def retry(self, call: Callable[[], T], doing: str) -> T:

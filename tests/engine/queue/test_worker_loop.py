@@ -205,3 +205,37 @@ def test_a_graceful_stop_hands_the_job_back_to_be_finished_once(redis_server, tm
     assert state.status is JobStatus.DONE and state.worker == "second" and state.attempts == 1
     assert [r["frame"] for r in queue.results(job)] == list(range(n))
     assert state.progress["resumed_from"] == done_before
+
+
+def test_the_first_loop_after_an_outage_reclaims_nothing(redis_server, tmp_path):
+    """A peer's job idle past claim_idle_s because Redis was down: its holder could not
+    renew the claim, so this worker's first intake after the outage (before the loop has
+    recorded the outage's end) must not take it; only once the peers have had
+    claim_idle_s does a still-idle job move (before the fix it moved at once)."""
+    import redis
+
+    clip = encode_video(tmp_path / "clip.mp4", moving_pattern(4, 64, 64))
+    client = redis_server.client()
+    queue = Queue(client)
+    job = queue.enqueue(str(clip))
+    worker = Worker(client, config(tmp_path), pipeline=StandInModels(), name="w", burst=True)
+    worker._join()
+    client.xreadgroup(GROUP, "peer", {queue.keys.jobs: ">"})  # the peer holds it
+    idle = int(worker.qc.claim_idle_s * 1000) * 3  # as after an outage of 3 claim times
+    entry = client.xpending_range(queue.keys.jobs, GROUP, "-", "+", 1)[0]["message_id"]
+    client.xclaim(queue.keys.jobs, GROUP, "peer", 0, [entry], idle=idle, justid=True)
+
+    def holder() -> str:
+        return client.xpending_range(queue.keys.jobs, GROUP, "-", "+", 1)[0]["consumer"].decode()
+
+    worker.backoff.failed(redis.ConnectionError("down"), "working")  # the outage
+    worker.intake.take()  # Redis answers again; the loop has not called ok() yet
+    assert holder() == "peer"
+    worker.backoff.ok()
+    worker.intake.take()
+    assert holder() == "peer"  # the peers get claim_idle_s to renew
+    worker.backoff.back_at -= worker.qc.claim_idle_s  # claim_idle_s later, still idle
+    worker.intake.take()
+    assert holder() == "w"
+    assert worker.work(install_signals=False) == 0  # burst: it finishes the job it took
+    assert queue.job(job).status is JobStatus.DONE
